@@ -1,0 +1,5 @@
+import sys
+
+from eyechart.cli import main
+
+sys.exit(main())

@@ -1,0 +1,74 @@
+"""The ``eyechart`` command: one sub-command per job, each defined in the module that does the job.
+
+Each job module exposes ``configure(parser)`` (its flags, with help that teaches) and ``run(args) -> int``
+(an ExitCode). This file only wires them together, so a flag lives next to the code that reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from rich_argparse import RawDescriptionRichHelpFormatter
+
+from eyechart import __version__
+from eyechart.exitcodes import EXIT_CODES_HELP, ExitCode
+
+# sub-command -> (module, one-line summary)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("eyechart.target.command", "run the embedded reference target (a vision chat API with a simulated GPU)"),
+    "conform": ("eyechart.conform.command", "check a server against the vision chat contract (CI gate)"),
+    "load": ("eyechart.load.command", "drive a workload with Locust and gate on SLOs and baselines"),
+    "fixtures": ("eyechart.images.command", "generate, list or serve the image fixtures"),
+}
+
+
+class _Formatter(RawDescriptionRichHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    if os.environ.get("NO_COLOR"):
+        _Formatter.styles = {k: "none" for k in _Formatter.styles}
+    parser = argparse.ArgumentParser(
+        prog="eyechart",
+        description="An eye exam for OpenAI-compatible vision chat APIs: conformance, load, and a reference target.\n"
+        "Without --base-url, `conform` and `load` start the embedded target themselves.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"eyechart {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, summary) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("eyechart"):
+                continue  # a job not built yet in this checkout
+            raise
+        doc = (module.__doc__ or summary).strip()
+        p = sub.add_parser(
+            name, help=summary, description=doc, epilog=EXIT_CODES_HELP, formatter_class=_Formatter
+        )
+        module.configure(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return int(ExitCode.USAGE)
+    try:
+        return int(args._run(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Images the harness sends: generated fixtures (``fixtures``) and the hostile fixture HTTP server
+(``server``). Other modules import from here::
+
+    from eyechart.images import get, names, data_uri, exact_size_image, synthetic, FixtureServer
+"""
+
+from eyechart.images.fixtures import (
+    KINDS,
+    Fixture,
+    UnknownFixtureError,
+    cache_dir,
+    data_uri,
+    exact_size_bytes,
+    exact_size_image,
+    get,
+    names,
+    sniff_format,
+    synthetic,
+)
+from eyechart.images.server import FixtureServer, FixtureServerError
+
+__all__ = [
+    "KINDS",
+    "Fixture",
+    "FixtureServer",
+    "FixtureServerError",
+    "UnknownFixtureError",
+    "cache_dir",
+    "data_uri",
+    "exact_size_bytes",
+    "exact_size_image",
+    "get",
+    "names",
+    "sniff_format",
+    "synthetic",
+]

@@ -1,0 +1,369 @@
+"""One HTTP exchange as evidence: what was sent, what came back, and a curl command that repeats it.
+
+``send`` and ``send_stream`` never raise for anything a server does. A refused connection, a hang, an
+endless or huge body, a reset, garbage instead of HTTP: each ends as an ``Exchange`` whose ``error_class``
+is one of ``connect``, ``timeout``, ``reset``, ``protocol``, ``too_large``, within bounded time
+(``total_timeout`` plus at most one read timeout) and bounded memory (``max_body_bytes``)::
+
+    with httpx.Client() as client:
+        ex = send(client, "GET", base + "/models", api_key=key, timeout=10)
+        ex, stream = send_stream(client, base + "/chat/completions", api_key=key, json_body=req,
+                                 timeout=30, total_timeout=120)
+    ex.status, ex.json, ex.error_class, stream.violations, print(ex.curl)
+
+The API key never appears in an Exchange, its repr, or its reproducer: the Authorization header is shown as
+``Bearer $EYECHART_API_KEY`` and any echo of the key in a response or error text is replaced by
+``$EYECHART_API_KEY``.
+
+Reproducers and large bodies: the body is passed on stdin (``--data-binary @- <<'EYECHART_BODY'``), so
+even a base64 image request is one paste. Up to ``inline_limit`` bytes (256 KiB) it is inlined verbatim.
+Larger bodies are written to a file when ``body_dir`` is given (the reproducer then reads
+``--data-binary @<file>``, exact), otherwise inlined abbreviated — data URIs shown as
+``data:image/png;base64,<55,000 base64 chars, sha256:ab12…>`` — with a comment saying it no longer
+reproduces byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from eyechart.wire.sse import SSEReader, StreamAnalysis
+
+ErrorClass = Literal["connect", "timeout", "reset", "protocol", "too_large"]
+
+KEY_PLACEHOLDER = "$EYECHART_API_KEY"
+HEAD_BYTES = 2048  # what a report shows of a body
+INLINE_LIMIT = 256 << 10
+_DATA_URI_SHOWN = 80  # data URIs shorter than this are shown whole
+
+
+@dataclass
+class Exchange:
+    """The evidence of one HTTP request and response (or of the transport failure instead)."""
+
+    method: str
+    url: str
+    request_headers: dict[str, str]  # Authorization shown as Bearer $EYECHART_API_KEY
+    request_body: str | None  # JSON text with data URIs abbreviated (a summary, not the bytes sent)
+    request_bytes: int = 0  # size of the body actually sent
+    status: int | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = field(default=b"", repr=False)  # what was kept: whole for send(), first 2 KiB of a stream
+    body_bytes: int = 0  # how many body bytes arrived in all
+    elapsed_s: float = 0.0
+    error_class: ErrorClass | None = None
+    error: str | None = None  # transport error text (key scrubbed)
+    t_send_ns: int = 0  # monotonic ns
+    t_head_ns: int | None = None
+    t_end_ns: int | None = None
+    json: Any = field(default=None, repr=False)  # the parsed body when it is complete JSON
+    json_error: str | None = None  # why the body is not JSON (None when it parsed)
+    curl: str = field(default="", repr=False)  # the reproducer
+
+    @property
+    def ok(self) -> bool:
+        """No transport error (the status may still be anything)."""
+        return self.error_class is None
+
+    @property
+    def body_head(self) -> bytes:
+        return self.body[:HEAD_BYTES]
+
+    @property
+    def content_type(self) -> str:
+        return self.response_headers.get("content-type", "")
+
+    def describe(self) -> str:
+        """Three lines for a report: the request, the outcome, the first bytes of the body."""
+        outcome = f"HTTP {self.status}" if self.status is not None else "no response"
+        if self.error_class:
+            outcome += f", {self.error_class}: {self.error}"
+        head = self.body_head.decode("utf-8", "replace")
+        return f"{self.method} {self.url}\n{outcome} after {self.elapsed_s:.3f}s\n{head}"
+
+
+# --- summaries and reproducers ---------------------------------------------------------------------
+
+
+def summarize_data_uri(uri: str) -> str:
+    """``data:image/png;base64,<55,000 base64 chars, sha256:ab12cd34ef56…>`` for a long data URI."""
+    if len(uri) <= _DATA_URI_SHOWN:
+        return uri
+    head, comma, payload = uri.partition(",")
+    if not comma:
+        return uri[:_DATA_URI_SHOWN] + f"…<{len(uri):,} chars>"
+    digest = hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    unit = "base64 chars" if head.endswith(";base64") else "chars"
+    return f"{head},<{len(payload):,} {unit}, sha256:{digest}…>"
+
+
+def summarize_body(body: Any) -> Any:
+    """A copy of a JSON body with every long data URI abbreviated (for reports and reproducers)."""
+    if isinstance(body, str):
+        return summarize_data_uri(body) if body.startswith("data:") else body
+    if isinstance(body, dict):
+        return {k: summarize_body(v) for k, v in body.items()}
+    if isinstance(body, list):
+        return [summarize_body(v) for v in body]
+    return body
+
+
+def encode_body(body: Any) -> bytes:
+    """The exact bytes send() puts on the wire for a JSON body (the reproducer uses the same)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _redacted_headers(headers: dict[str, str] | None) -> dict[str, str]:
+    shown: dict[str, str] = {}
+    for name, value in (headers or {}).items():
+        if name.lower() in {"authorization", "api-key", "x-api-key"}:
+            value = f"Bearer {KEY_PLACEHOLDER}" if name.lower() == "authorization" else KEY_PLACEHOLDER
+        shown[name] = value
+    return shown
+
+
+def curl_reproducer(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    *,
+    body_file: Path | None = None,
+    inline_limit: int = INLINE_LIMIT,
+) -> str:
+    """A shell command repeating the request; the key is read from ``$EYECHART_API_KEY``.
+
+    ``body`` is a JSON value (sent as ``encode_body``) or raw bytes/str. With ``body_file`` the exact body
+    is written there and referenced; otherwise bodies over ``inline_limit`` are inlined abbreviated.
+    """
+    raw: bytes | None
+    if body is None:
+        raw = None
+    elif isinstance(body, bytes):
+        raw = body
+    elif isinstance(body, str):
+        raw = body.encode("utf-8")
+    else:
+        raw = encode_body(body)
+    parts = ["curl -sS"]
+    if isinstance(body, dict) and body.get("stream") is True:
+        parts.append("-N")
+    parts.append(f"-X {shlex.quote(method.upper())} {shlex.quote(url)}")
+    for name, value in _redacted_headers(headers).items():
+        if KEY_PLACEHOLDER in value:
+            parts.append(f'-H "{name}: {value}"')  # double quotes: the shell expands the variable
+        else:
+            parts.append(f"-H {shlex.quote(f'{name}: {value}')}")
+    note = ""
+    if raw is None:
+        return " \\\n  ".join(parts)
+    if body_file is not None:
+        body_file.parent.mkdir(parents=True, exist_ok=True)
+        body_file.write_bytes(raw)
+        parts.append(f"--data-binary @{shlex.quote(str(body_file))}")
+        return " \\\n  ".join(parts)
+    text = raw.decode("utf-8", "replace")
+    if len(raw) > inline_limit:
+        try:
+            text = json.dumps(summarize_body(json.loads(raw)), ensure_ascii=False, separators=(",", ":"))
+        except ValueError:
+            text = text[:inline_limit] + "…"
+        note = (
+            f"# body abbreviated: the request was {len(raw):,} bytes; long data URIs are summarised,\n"
+            "# so this shows the request's shape but does not reproduce it byte for byte\n"
+            "# (re-run eyechart with a report folder to get the exact body as a file).\n"
+        )
+    delimiter = "EYECHART_BODY"
+    while delimiter in text.splitlines():
+        delimiter += "_"
+    parts.append(f"--data-binary @- <<'{delimiter}'")
+    return note + " \\\n  ".join(parts) + f"\n{text}\n{delimiter}"
+
+
+# --- sending -------------------------------------------------------------------------------------
+
+
+def _classify(exc: BaseException) -> ErrorClass:
+    if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError | httpx.UnsupportedProtocol):
+        return "connect"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        text = str(exc).lower()
+        if "peer closed" in text or "disconnected" in text or "incomplete" in text:
+            return "reset"
+        return "protocol"
+    if isinstance(exc, httpx.ReadError | httpx.WriteError | ConnectionError):
+        return "reset"
+    return "protocol"
+
+
+def _scrub(text: str, api_key: str | None) -> str:
+    return text.replace(api_key, KEY_PLACEHOLDER) if api_key else text
+
+
+def _exchange(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    api_key: str | None,
+    json_body: Any,
+    headers: dict[str, str] | None,
+    timeout: float,
+    total_timeout: float,
+    max_body_bytes: int,
+    reader: SSEReader | None,
+    body_dir: Path | None,
+) -> Exchange:
+    sent_headers: dict[str, str] = {"Accept": "text/event-stream" if reader else "application/json"}
+    raw: bytes | None = None
+    if json_body is not None:
+        raw = encode_body(json_body)
+        sent_headers["Content-Type"] = "application/json"
+    sent_headers.update(headers or {})
+    if api_key is not None:
+        sent_headers["Authorization"] = f"Bearer {api_key}"
+    body_file = None
+    if raw is not None and body_dir is not None and len(raw) > INLINE_LIMIT:
+        body_file = body_dir / f"request-{hashlib.sha256(raw).hexdigest()[:16]}.json"
+    ex = Exchange(
+        method=method.upper(),
+        url=url,
+        request_headers=_redacted_headers(sent_headers),
+        request_body=(
+            json.dumps(summarize_body(json_body), ensure_ascii=False) if json_body is not None else None
+        ),
+        request_bytes=len(raw or b""),
+        curl=curl_reproducer(method, url, json_body, sent_headers, body_file=body_file),
+    )
+    read_timeout = min(timeout, total_timeout)
+    limits = httpx.Timeout(connect=read_timeout, read=read_timeout, write=read_timeout, pool=read_timeout)
+    ex.t_send_ns = start = time.monotonic_ns()
+    deadline = start + int(total_timeout * 1e9)
+    if reader is not None:
+        reader.t_start_ns = start
+    kept = bytearray()
+    keep = max_body_bytes
+    try:
+        with client.stream(method, url, content=raw, headers=sent_headers, timeout=limits) as response:
+            ex.t_head_ns = time.monotonic_ns()
+            ex.status = response.status_code
+            ex.response_headers = {k.lower(): v for k, v in response.headers.items()}
+            streaming = reader is not None and ex.status == 200 and "text/event-stream" in ex.content_type
+            if streaming:
+                keep = HEAD_BYTES
+            for piece in response.iter_bytes():
+                now = time.monotonic_ns()
+                ex.body_bytes += len(piece)
+                if len(kept) < keep:
+                    kept += piece[: keep - len(kept)]
+                if reader is not None:
+                    reader.feed(piece, now)
+                if ex.body_bytes > max_body_bytes:
+                    ex.error_class = "too_large"
+                    ex.error = f"the body exceeded {max_body_bytes:,} bytes; reading stopped"
+                    break
+                if now > deadline:
+                    ex.error_class = "timeout"
+                    ex.error = f"the exchange exceeded its total time limit of {total_timeout:g}s"
+                    break
+    except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, OSError, ValueError, EOFError) as exc:
+        # anything the server does must end as evidence, not a traceback
+        ex.error_class = _classify(exc)
+        ex.error = _scrub(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, api_key)
+    ex.t_end_ns = time.monotonic_ns()
+    ex.elapsed_s = (ex.t_end_ns - start) / 1e9
+    body = bytes(kept)
+    complete = len(body) == ex.body_bytes
+    if api_key and api_key.encode() in body:
+        body = body.replace(api_key.encode(), KEY_PLACEHOLDER.encode())
+    ex.body = body
+    if ex.status is not None and ex.error_class is None and complete:
+        try:
+            ex.json = json.loads(body)
+        except ValueError as exc:
+            ex.json_error = f"not JSON: {exc}"
+    else:
+        ex.json_error = "the body was not read completely"
+    return ex
+
+
+def send(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    api_key: str | None,
+    json_body: Any = None,
+    timeout: float = 30.0,
+    total_timeout: float | None = None,
+    max_body_bytes: int = 4 << 20,
+    headers: dict[str, str] | None = None,
+    body_dir: Path | None = None,
+) -> Exchange:
+    """Send one request and read the whole body (up to ``max_body_bytes``) within ``total_timeout``
+    (default: ``timeout``); ``ex.json`` holds the parsed body. ``api_key=None`` sends no Authorization."""
+    return _exchange(
+        client,
+        method,
+        url,
+        api_key=api_key,
+        json_body=json_body,
+        headers=headers,
+        timeout=timeout,
+        total_timeout=total_timeout if total_timeout is not None else timeout,
+        max_body_bytes=max_body_bytes,
+        reader=None,
+        body_dir=body_dir,
+    )
+
+
+def send_stream(
+    client: httpx.Client,
+    url: str,
+    *,
+    api_key: str | None,
+    json_body: Any,
+    timeout: float = 30.0,
+    total_timeout: float = 300.0,
+    max_body_bytes: int = 64 << 20,
+    headers: dict[str, str] | None = None,
+    body_dir: Path | None = None,
+    max_raw_bytes: int = 8 << 20,
+) -> tuple[Exchange, StreamAnalysis]:
+    """POST a streamed request; every read goes through the strict SSE reader as it arrives.
+
+    The analysis always reflects the bytes that came. When the answer is not a 200 event stream (a JSON
+    error, say), look at ``ex.status`` / ``ex.json`` first: the whole body is then kept in ``ex.body``, and
+    the analysis (fed the same bytes) is not meaningful. ``include_usage`` for the usage rules is taken from
+    ``json_body["stream_options"]``.
+    """
+    options = json_body.get("stream_options") if isinstance(json_body, dict) else None
+    include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
+    reader = SSEReader(include_usage=include_usage, max_raw_bytes=max_raw_bytes)
+    ex = _exchange(
+        client,
+        "POST",
+        url,
+        api_key=api_key,
+        json_body=json_body,
+        headers=headers,
+        timeout=timeout,
+        total_timeout=total_timeout,
+        max_body_bytes=max_body_bytes,
+        reader=reader,
+        body_dir=body_dir,
+    )
+    analysis = reader.close(ex.t_end_ns)
+    if api_key and api_key.encode() in analysis.raw:
+        analysis.raw = analysis.raw.replace(api_key.encode(), KEY_PLACEHOLDER.encode())
+    return ex, analysis

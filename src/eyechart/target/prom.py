@@ -1,0 +1,110 @@
+"""``GET /metrics``: the target's own counters in the Prometheus text format (version 0.0.4).
+
+Each metric is defined once here, with its name, type and meaning. Gauges of the engine (running,
+waiting, KV use) are read from the scheduler at scrape time; counters are bumped by the app.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from eyechart.target.engine import Scheduler
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Error classes as the harness names them (DESIGN.md): 4xx, 429, 5xx, plus faults the target injected.
+ERROR_CLASSES = ("4xx", "429", "5xx", "disconnect", "injected")
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+@dataclass
+class Metrics:
+    requests: Counter[tuple[str, int]] = field(default_factory=Counter)  # (route kind, status)
+    errors: Counter[str] = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    image_tokens: int = 0
+    completion_tokens: int = 0
+    images: int = 0
+
+    def count_request(self, kind: str, status: int) -> None:
+        self.requests[(kind, status)] += 1
+        if status == 429:
+            self.errors["429"] += 1
+        elif 400 <= status < 500:
+            self.errors["4xx"] += 1
+        elif status >= 500:
+            self.errors["5xx"] += 1
+
+    def count_tokens(self, prompt: int, image: int, completion: int, images: int) -> None:
+        self.prompt_tokens += prompt
+        self.image_tokens += image
+        self.completion_tokens += completion
+        self.images += images
+
+    def render(self, scheduler: Scheduler, model: str) -> str:
+        m = f'model="{_escape(model)}"'
+        out: list[str] = []
+
+        def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} {kind}")
+            for labels, value in samples:
+                out.append(f"{name}{{{labels}}} {value:g}" if labels else f"{name} {value:g}")
+
+        metric(
+            "eyechart_requests_running",
+            "gauge",
+            "Sequences the simulated engine is generating now.",
+            [(m, scheduler.running)],
+        )
+        metric(
+            "eyechart_requests_waiting",
+            "gauge",
+            "Requests admitted by HTTP but waiting in the engine's FIFO queue.",
+            [(m, scheduler.waiting)],
+        )
+        metric(
+            "eyechart_kv_tokens_used",
+            "gauge",
+            "KV-cache tokens reserved by running sequences.",
+            [(m, scheduler.kv_used)],
+        )
+        metric(
+            "eyechart_prompt_tokens_total",
+            "counter",
+            "Prompt tokens (text and image) of answered requests.",
+            [(m, self.prompt_tokens)],
+        )
+        metric(
+            "eyechart_image_tokens_total",
+            "counter",
+            "The image share of the prompt tokens.",
+            [(m, self.image_tokens)],
+        )
+        metric(
+            "eyechart_completion_tokens_total",
+            "counter",
+            "Completion tokens generated.",
+            [(m, self.completion_tokens)],
+        )
+        metric("eyechart_images_total", "counter", "Images decoded in answered requests.", [(m, self.images)])
+        metric(
+            "eyechart_requests_total",
+            "counter",
+            "HTTP requests by route kind and status.",
+            [
+                (f'{m},route="{_escape(kind)}",status="{status}"', n)
+                for (kind, status), n in sorted(self.requests.items())
+            ],
+        )
+        metric(
+            "eyechart_errors_total",
+            "counter",
+            "Errors by class: 4xx, 429, 5xx, disconnect (client gone mid-answer), injected (--faults).",
+            [(f'{m},class="{c}"', self.errors.get(c, 0)) for c in ERROR_CLASSES],
+        )
+        return "\n".join(out) + "\n"

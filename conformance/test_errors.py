@@ -1,0 +1,181 @@
+"""CONTRACT.md section 6: errors.
+
+Each client mistake is sent once (``mistakes`` caches the exchanges) and judged by several checks:
+4xx never 5xx with an ``error`` object (MUST), the exact status the contract names (SHOULD, since a
+422 is still a client error), and, over all of them, the full envelope, a string ``code`` and no
+stack traces or internal paths (SHOULD).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from eyechart.conform.checks import check, expect, expect_schema, fail, skip
+from eyechart.conform.session import Session, json_of
+
+# case -> (what it is, the body, the statuses the contract names)
+Body = Callable[[Session], Any]
+CASES: dict[str, tuple[str, Body, tuple[int, ...]]] = {
+    "unknown_model": (
+        "an unknown model",
+        lambda a: {**a.text_body(), "model": "eyechart/no-such-model-0"},
+        (404, 400),
+    ),
+    "empty_messages": ("an empty messages list", lambda a: {**a.text_body(), "messages": []}, (400,)),
+    "missing_messages": ("a request without messages", lambda a: {"model": a.model}, (400,)),
+    "empty_content": (
+        "an empty content list",
+        lambda a: a.body([{"role": "user", "content": []}]),
+        (400,),
+    ),
+    "image_url_string": (
+        "image_url given as a bare string",
+        lambda a: a.body(
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Hi"},
+                        {"type": "image_url", "image_url": a.data_uri("png-rgb")},
+                    ],
+                }
+            ]
+        ),
+        (400,),
+    ),
+    "body_not_object": ("a JSON body that is not an object", lambda a: ["not", "a", "request"], (400,)),
+}
+
+_TRACE_PATTERNS = [
+    re.compile(p)
+    for p in (
+        r"Traceback \(most recent call last\)",
+        r'File "[^"]+", line \d+',
+        r"\bat [\w$.]+\([\w$]+\.(java|kt|scala):\d+\)",
+        r"(?:^|[\s'\"(])(?:/home|/usr|/opt|/srv|/var|/app|/root|/tmp)/\S+\.(?:py|js|ts|go|rs|java|rb|cpp|h)\b",
+        r"[A-Za-z]:\\\\?\S+\.(?:py|js|cs|java)\b",
+        r"\bgoroutine \d+ \[",
+        r"\bpanicked at\b",
+    )
+]
+
+
+@pytest.fixture(scope="module")
+def mistakes(api: Session) -> dict[str, Any]:
+    """Each case's exchange, sent on first use."""
+    return {}
+
+
+def _send(api: Session, mistakes: dict[str, Any], case: str) -> Any:
+    if case not in mistakes:
+        _, make, _ = CASES[case]
+        mistakes[case] = api.chat(make(api), valid=False)
+    return mistakes[case]
+
+
+def _all(api: Session, mistakes: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [(case, _send(api, mistakes, case)) for case in CASES]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@check(
+    "errors.client_mistake.{case}",
+    severity="MUST",
+    clause="6. Client mistakes are 4xx, never 5xx, with an error object carrying a message",
+)
+def test_client_mistake(api: Session, mistakes: dict[str, Any], case: str) -> None:
+    what, _, _ = CASES[case]
+    ex = _send(api, mistakes, case)
+    expect(
+        ex.status is not None and 400 <= ex.status < 500,
+        f"{what} did not get a 4xx",
+        exchange=ex,
+        expected="4xx",
+        got=ex.status,
+    )
+    expect_schema("error", json_of(ex, f"the error body for {what}"), ex, api.profile)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@check(
+    "errors.status.{case}",
+    severity="SHOULD",
+    clause="6. Unknown model → 404 (or 400); empty messages/content, bare-string image_url → 400",
+)
+def test_exact_status(api: Session, mistakes: dict[str, Any], case: str) -> None:
+    what, _, statuses = CASES[case]
+    ex = _send(api, mistakes, case)
+    if ex.status is None or not 400 <= ex.status < 500:
+        skip(f"not a 4xx (see errors.client_mistake.{case})")
+    expect(
+        ex.status in statuses,
+        f"{what} got {ex.status}",
+        exchange=ex,
+        expected=" or ".join(map(str, statuses)),
+        got=ex.status,
+    )
+
+
+@check(
+    "errors.envelope_fields",
+    severity="SHOULD",
+    clause="6. The error object has all four keys: message, type, param, code",
+)
+def test_envelope_fields(api: Session, mistakes: dict[str, Any]) -> None:
+    judged = 0
+    for _case, ex in _all(api, mistakes):
+        if ex.status is None or ex.status < 400:
+            continue
+        try:
+            body = json_of(ex)
+        except Exception:
+            continue  # a non-JSON error body is errors.client_mistake's finding
+        judged += 1
+        expect_schema("error-strict", body, ex, api.profile)
+    if not judged:
+        skip("no error response with a JSON body to judge")
+
+
+@check(
+    "errors.code_string",
+    severity="SHOULD",
+    clause="6. error.code is a string or null; a numeric code is a finding",
+)
+def test_code_string(api: Session, mistakes: dict[str, Any]) -> None:
+    for _case, ex in _all(api, mistakes):
+        try:
+            body = json_of(ex)
+        except Exception:
+            continue
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict) and "code" in err:
+            code = err["code"]
+            expect(
+                code is None or isinstance(code, str),
+                "error.code is not a string",
+                exchange=ex,
+                expected="a string or null",
+                got=code,
+                pointer="/error/code",
+            )
+
+
+@check(
+    "errors.no_internals", severity="SHOULD", clause="6. No stack traces or internal paths in error messages"
+)
+def test_no_internals(api: Session, mistakes: dict[str, Any]) -> None:
+    for _case, ex in _all(api, mistakes):
+        text = (ex.body or b"")[:65536].decode("utf-8", "replace")
+        for pattern in _TRACE_PATTERNS:
+            found = pattern.search(text)
+            if found:
+                fail(
+                    "an error response shows a stack trace or an internal path",
+                    exchange=ex,
+                    expected="a message for the client",
+                    got=found.group(0)[:200],
+                )

@@ -1,0 +1,520 @@
+"""The session: how a check talks to the target (the ``api`` fixture of ``conformance/``).
+
+One :class:`Session` per run holds the target's base URL, key, model and profile, an httpx client
+with bounded timeouts, and (lazily) the fixture image server for URL cases. Every request goes
+through :meth:`Session.request`, which records the :class:`~eyechart.wire.exchange.Exchange` for the
+current check, so a finding always has its evidence and a curl reproducer. Chat bodies are validated
+against the request schema before sending: a request the harness built wrong raises
+:class:`~eyechart.conform.checks.HarnessBug` instead of being blamed on the server.
+
+    ex = api.chat(api.vision_body(images=["png-rgb"], prompt="What colour?", max_tokens=16))
+    ex, stream = api.stream(api.vision_body(images=["jpeg-rgb"]))
+    ex = api.request("GET", "/models", auth="wrong-key")
+
+A transport failure (refused, reset, timeout) of a request a check needs ends the check as failed with
+that exchange as evidence (``CheckFailed``), so a hanging target fails its cases, never the run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from eyechart.conform.checks import CheckFailed, HarnessBug
+from eyechart.profiles import Profile
+
+if TYPE_CHECKING:
+    from eyechart.images.server import FixtureServer
+    from eyechart.wire.exchange import Exchange
+    from eyechart.wire.sse import StreamAnalysis
+
+DEFAULT_TIMEOUT = 30.0  # seconds for one whole request; a check may ask for more (large images)
+CONNECT_TIMEOUT = 5.0
+PROBE_TIMEOUT = 5.0
+STREAM_TIMEOUT = 60.0  # a whole stream; an endless one is cut here
+HUNG_AFTER = 3  # consecutive timeouts after which the target counts as hung
+HUNG_REPROBE_S = 5.0  # while hung, at most one quick /models probe per this many seconds
+BODY_HEAD_BYTES = 2048
+# The embedded target fetches from our loopback fixture server, and runs its latency model 10x faster:
+# streams still arrive token by token (incremental delivery stays checkable) but the suite is quick.
+EMBEDDED_TARGET_ARGS = ("--allow-private-urls", "--speed", "10")
+
+
+class SessionError(Exception):
+    """The run cannot start: target unreachable, no usable model, bad option (exit code 2)."""
+
+
+def normalise_base_url(base_url: str, profile: Profile) -> str:
+    """The SDK-style base URL; a bare ``http://host:port`` gets the profile's ``base_path``."""
+    url = base_url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SessionError(f"--base-url {base_url!r} is not an http(s) URL like http://127.0.0.1:8000/v1")
+    if parts.path in ("", "/"):
+        url += profile.base_path.rstrip("/")
+    return url
+
+
+def probe(base_url: str, api_key: str | None, timeout: float = PROBE_TIMEOUT) -> httpx.Response:
+    """``GET {base}/models`` once: proves the target answers HTTP at all (any status will do)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        return httpx.get(f"{base_url}/models", headers=headers, timeout=timeout, follow_redirects=False)
+    except httpx.TimeoutException as exc:
+        raise SessionError(
+            f"target {base_url} did not answer within {timeout:g} s ({type(exc).__name__})"
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise SessionError(f"cannot reach target {base_url}: {exc or type(exc).__name__}") from exc
+
+
+def resolve_model(
+    base_url: str, api_key: str | None, model: str | None, timeout: float = PROBE_TIMEOUT
+) -> str:
+    """``model`` if given, else the only model ``/models`` lists (anything else is a usage error)."""
+    resp = probe(base_url, api_key, timeout)
+    if model:
+        return model
+    if resp.status_code != 200:
+        raise SessionError(
+            f"GET {base_url}/models answered {resp.status_code}; pass --model (and check --api-key)"
+        )
+    try:
+        ids = [m["id"] for m in resp.json()["data"] if isinstance(m, dict) and isinstance(m.get("id"), str)]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SessionError(f"GET {base_url}/models is not a model list; pass --model") from exc
+    if len(ids) != 1:
+        listed = ", ".join(ids[:10]) or "none"
+        raise SessionError(f"{base_url}/models lists {len(ids)} models ({listed}); choose one with --model")
+    return ids[0]
+
+
+class Session:
+    """The target as the checks see it; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None,
+        model: str,
+        profile: Profile,
+        fixture_host: str | None = None,
+        fixture_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        target: Any = None,
+    ) -> None:
+        self.base_url = base_url
+        self.api_key = api_key
+        self.model = model
+        self.profile = profile
+        self.timeout = timeout
+        self.embedded = target is not None
+        self._target = target
+        self._fixture_host = fixture_host
+        self._fixture_url = fixture_url
+        self._fixtures: FixtureServer | None = None
+        self.client = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=8),
+        )
+        self.check_id: str | None = None
+        self._log: list[Exchange] = []
+        self._timeouts_in_a_row = 0
+        self._last_probe = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        base_url: str | None,
+        api_key: str | None,
+        model: str | None,
+        profile: Profile,
+        fixture_host: str | None = None,
+        fixture_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Session:
+        """Connect to ``base_url`` (or start the embedded target) and settle the model under test."""
+        target = None
+        if base_url is None:
+            from eyechart.target import DEFAULT_API_KEY
+            from eyechart.target.launch import start_target
+
+            try:
+                target = start_target(args=EMBEDDED_TARGET_ARGS)
+            except Exception as exc:  # the embedded target is ours: any failure is a clear usage stop
+                raise SessionError(f"cannot start the embedded target: {exc}") from exc
+            base_url = target.base_url
+            api_key = api_key or getattr(target, "api_key", None) or DEFAULT_API_KEY
+        try:
+            url = normalise_base_url(base_url, profile)
+            chosen = resolve_model(url, api_key, model)
+        except BaseException:
+            if target is not None:
+                target.stop()
+            raise
+        return cls(
+            base_url=url,
+            api_key=api_key,
+            model=chosen,
+            profile=profile,
+            fixture_host=fixture_host,
+            fixture_url=fixture_url,
+            timeout=timeout,
+            target=target,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+        if self._fixtures is not None:
+            self._fixtures.stop()
+            self._fixtures = None
+        if self._target is not None:
+            self._target.stop()
+            self._target = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def begin_check(self, check_id: str) -> None:
+        """Start recording the exchanges of ``check_id`` (the plugin calls this before each check)."""
+        self.check_id = check_id
+        self._log = []
+
+    def check_exchanges(self) -> list[Exchange]:
+        return list(self._log)
+
+    # ------------------------------------------------------------------ fixtures
+
+    @property
+    def fixtures(self) -> FixtureServer:
+        """The fixture image server, started on first use (``--fixture-host`` / ``--fixture-url``)."""
+        if self._fixtures is None:
+            from eyechart.images.server import FixtureServer
+
+            self._fixtures = FixtureServer(
+                bind=self._fixture_host or "127.0.0.1", public_url=self._fixture_url
+            ).start()
+        return self._fixtures
+
+    def fixture_url(self, name: str) -> str:
+        """The URL (as the target reaches it) of the fixture ``name``."""
+        return self.fixtures.url(f"/img/{name}")
+
+    @staticmethod
+    def data_uri(name: str, media_type: str | None = None) -> str:
+        """The fixture ``name`` as a base64 data URI (optionally mislabelled with ``media_type``)."""
+        from eyechart.images import get
+
+        return get(name).data_uri(media_type)
+
+    # ------------------------------------------------------------------ bodies
+
+    def image_part(self, image: str, *, url: bool = False, detail: str | None = None) -> dict[str, Any]:
+        """An ``image_url`` part: ``image`` is a fixture name, a data URI or any URL (``scheme://``)."""
+        if image.startswith("data:") or "://" in image:
+            ref = image
+        else:
+            ref = self.fixture_url(image) if url else self.data_uri(image)
+        inner: dict[str, Any] = {"url": ref}
+        if detail is not None:
+            inner["detail"] = detail
+        return {"type": "image_url", "image_url": inner}
+
+    def vision_body(
+        self,
+        images: Iterable[str] = ("png-rgb",),
+        prompt: str = "Describe this image in one sentence.",
+        *,
+        stream: bool = False,
+        url: bool = False,
+        system: str | None = None,
+        **opts: Any,
+    ) -> dict[str, Any]:
+        """A one-turn chat body with ``images`` (fixture names, data URIs or URLs) and ``prompt``.
+
+        ``max_tokens`` defaults to 32 (under the profile's parameter name) to keep runs fast;
+        every other keyword becomes a top-level request field.
+        """
+        parts: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
+        parts += [self.image_part(i, url=url) for i in images]
+        messages: list[dict[str, Any]] = []
+        if system is not None:
+            messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": parts})
+        return self.body(messages, stream=stream, **opts)
+
+    def text_body(self, prompt: str = "Say hello.", *, stream: bool = False, **opts: Any) -> dict[str, Any]:
+        """A one-turn text-only chat body."""
+        return self.body([{"role": "user", "content": prompt}], stream=stream, **opts)
+
+    def body(self, messages: list[dict[str, Any]], *, stream: bool = False, **opts: Any) -> dict[str, Any]:
+        """A chat body for ``messages`` with the model under test and a small token cap."""
+        body: dict[str, Any] = {"model": self.model, "messages": messages}
+        if stream:
+            body["stream"] = True
+        cap_name = self.profile.max_tokens_param
+        if "max_tokens" not in opts and "max_completion_tokens" not in opts:
+            body[cap_name] = 32
+        body.update(opts)
+        return body
+
+    def cap_of(self, body: Mapping[str, Any]) -> int | None:
+        """The completion-token cap a body asks for, under either parameter name."""
+        for key in ("max_tokens", "max_completion_tokens"):
+            if isinstance(body.get(key), int):
+                return int(body[key])
+        return None
+
+    # ------------------------------------------------------------------ requests
+
+    def validate_request(self, body: Any) -> None:
+        """Raise :class:`HarnessBug` if ``body`` breaks the request schema (the harness's own mistake)."""
+        from eyechart.wire import schemas
+
+        found = schemas.problems("request", body, self.profile)
+        if found:
+            raise HarnessBug(f"the harness built an invalid request: {found[0]} — not sent")
+
+    def _key(self, auth: bool | str) -> str | None:
+        return self.api_key if auth is True else auth if isinstance(auth, str) else None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        auth: bool | str = True,
+        timeout: float | None = None,
+        allow_transport_error: bool = False,
+    ) -> Exchange:
+        """One request to ``{base}{path}`` (or a full URL), body ``json``; recorded for the current check.
+
+        ``auth``: True sends the session key, False none, a string that key. A transport failure
+        (refused, reset, timeout, too large) raises :class:`CheckFailed` unless ``allow_transport_error``.
+        """
+        from eyechart.wire import exchange
+
+        self._fail_fast_if_hung(method, path)
+        url = path if path.startswith(("http://", "https://")) else self.base_url + path
+        ex = exchange.send(
+            self.client,
+            method,
+            url,
+            api_key=self._key(auth),
+            json_body=json,
+            headers=dict(headers or {}),
+            timeout=timeout or self.timeout,
+        )
+        self._record(ex)
+        if ex.error_class and not allow_transport_error:
+            raise CheckFailed(
+                f"{method} {path}: no usable response ({ex.error_class}: {ex.error})",
+                exchange=ex,
+                expected="a complete HTTP response",
+                got=ex.error_class,
+            )
+        return ex
+
+    def chat(
+        self,
+        body: Any,
+        *,
+        valid: bool = True,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: bool | str = True,
+        allow_transport_error: bool = False,
+    ) -> Exchange:
+        """``POST {base}/chat/completions``; ``valid=False`` sends a deliberately invalid body."""
+        if valid:
+            self.validate_request(body)
+        return self.request(
+            "POST",
+            "/chat/completions",
+            json=body,
+            headers=headers,
+            auth=auth,
+            timeout=timeout,
+            allow_transport_error=allow_transport_error,
+        )
+
+    def stream(
+        self,
+        body: Any,
+        *,
+        valid: bool = True,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: bool | str = True,
+        allow_transport_error: bool = False,
+        stream_timeout: float | None = None,
+    ) -> tuple[Exchange, StreamAnalysis]:
+        """A streamed chat request read by the strict SSE reader: the exchange and its analysis.
+
+        ``stream: true`` is set on the body if missing. The analysis keeps the raw bytes and every
+        framing event. ``timeout`` bounds each read, ``stream_timeout`` the whole stream (default 60 s):
+        a stream that never ends is cut there (``ex.error_class == "timeout"``) and the check judges it;
+        only a stream that never started raises :class:`CheckFailed`.
+        """
+        from eyechart.wire import exchange
+
+        if isinstance(body, dict) and "stream" not in body:
+            body = {**body, "stream": True}
+        if valid:
+            self.validate_request(body)
+        self._fail_fast_if_hung("POST", "/chat/completions")
+        ex, analysis = exchange.send_stream(
+            self.client,
+            self.base_url + "/chat/completions",
+            api_key=self._key(auth),
+            json_body=body,
+            headers=dict(headers or {}),
+            timeout=timeout or self.timeout,
+            total_timeout=stream_timeout or max(STREAM_TIMEOUT, timeout or self.timeout),
+        )
+        self._record(ex)
+        if ex.error_class and ex.status is None and not allow_transport_error:
+            raise CheckFailed(
+                f"stream: no response ({ex.error_class}: {ex.error})",
+                exchange=ex,
+                expected="an HTTP response",
+            )
+        return ex, analysis
+
+    def _record(self, ex: Exchange) -> None:
+        self._log.append(ex)
+        if ex.error_class == "timeout" and ex.status is None:
+            self._timeouts_in_a_row += 1
+        elif ex.status is not None:
+            self._timeouts_in_a_row = 0
+
+    def _fail_fast_if_hung(self, method: str, path: str) -> None:
+        """A target that timed out several times in a row fails the next checks at once (after a quick
+        re-probe), so a hung server costs seconds per check, not the full timeout of each request."""
+        if self._timeouts_in_a_row < HUNG_AFTER:
+            return
+        now = time.monotonic()
+        if now - self._last_probe >= HUNG_REPROBE_S:
+            self._last_probe = now
+            try:
+                httpx.get(f"{self.base_url}/models", timeout=2.0)
+                self._timeouts_in_a_row = 0
+                return
+            except httpx.HTTPError:
+                pass
+        raise CheckFailed(
+            f"{method} {path}: not sent — the target stopped answering "
+            f"({self._timeouts_in_a_row} requests in a row timed out)",
+            exchange=self._log[-1] if self._log else None,
+            expected="an HTTP response",
+            got="timeout",
+        )
+
+    def models(self, *, auth: bool | str = True) -> Exchange:
+        """``GET {base}/models``."""
+        return self.request("GET", "/models", auth=auth)
+
+    def wait_until_healthy(self, seconds: float = 10.0) -> bool:
+        """After a hostile case: does the target still answer ``/models`` within ``seconds``?"""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            ex = self.request("GET", "/models", timeout=min(5.0, seconds), allow_transport_error=True)
+            if ex.status is not None and ex.status < 500:
+                return True
+            time.sleep(0.2)
+        return False
+
+
+# ---------------------------------------------------------------------- evidence
+
+
+def exchange_summary(ex: Exchange) -> dict[str, Any]:
+    """The part of an exchange a report shows: request summary, status, headers, first bytes."""
+    body = ex.body_head
+    return {
+        "request": {
+            "method": ex.method,
+            "url": ex.url,
+            "headers": dict(ex.request_headers),
+            "body_summary": _short(ex.request_body, 4000),
+        },
+        "status": ex.status,
+        "error": f"{ex.error_class}: {ex.error}" if ex.error_class else None,
+        "headers": dict(ex.response_headers),
+        "body_head": body.decode("utf-8", "replace") if body else None,
+        "body_bytes": ex.body_bytes,
+        "elapsed_s": round(ex.elapsed_s, 4),
+    }
+
+
+def _short(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
+
+
+def evidence_for(
+    failed: CheckFailed | None, exchanges: list[Exchange], *, full: bool = True
+) -> dict[str, Any]:
+    """Evidence of a check: the failure's fields, the key exchange in full, a reproducer, all requests."""
+    ev: dict[str, Any] = {}
+    if failed is not None:
+        for key in ("expected", "got", "pointer"):
+            value = getattr(failed, key)
+            if value is not None:
+                ev[key] = value if isinstance(value, str | int | float | bool | list | dict) else repr(value)
+    key_ex = (failed.exchange if failed is not None else None) or (exchanges[-1] if exchanges else None)
+    if key_ex is not None and full:
+        ev["exchange"] = exchange_summary(key_ex)
+        ev["reproducer"] = key_ex.curl
+    ev["exchanges"] = [
+        {
+            "method": x.method,
+            "url": x.url,
+            "status": x.status,
+            "error": x.error_class,
+            "elapsed_s": round(x.elapsed_s, 4),
+        }
+        for x in exchanges
+    ]
+    return ev
+
+
+# ---------------------------------------------------------------------- reading responses
+
+
+def header(ex: Exchange, name: str) -> str | None:
+    """A response header, case-insensitively (None when absent)."""
+    return ex.response_headers.get(name.lower())
+
+
+def media_type(ex: Exchange) -> str:
+    """The response's media type without parameters, lower case (``application/json``)."""
+    return (header(ex, "content-type") or "").split(";", 1)[0].strip().lower()
+
+
+def json_of(ex: Exchange, what: str = "the response body") -> Any:
+    """The body parsed as JSON, or a :class:`CheckFailed` saying what came instead."""
+    if ex.json_error is None:
+        return ex.json
+    head = ex.body[:120].decode("utf-8", "replace")
+    raise CheckFailed(
+        f"{what} is not JSON ({ex.json_error})",
+        exchange=ex,
+        expected="a JSON document",
+        got=head or "(empty body)",
+    )

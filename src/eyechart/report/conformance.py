@@ -1,0 +1,287 @@
+"""The conformance reports: ``conformance.json``, ``junit.xml``, ``index.html`` and the terminal summary.
+
+All four are views of one :class:`ConformanceRun` (the run info plus one
+:class:`~eyechart.conform.checks.CheckResult` per check). ``conformance.json`` follows
+``report/schemas/conformance.schema.json``. The API key never reaches a report: every string is
+scrubbed of the run's secrets (``$EYECHART_API_KEY`` takes their place) before anything is written.
+The exit code of a run is decided here too (:func:`exit_code`), so the CLI and the reports agree.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from eyechart import __version__
+from eyechart.conform.checks import CheckResult
+from eyechart.exitcodes import ExitCode
+
+SCHEMA_VERSION = 1
+KEY_PLACEHOLDER = "$EYECHART_API_KEY"
+STATUSES = ("fail", "error", "warn", "skip", "pass")  # report order: what needs action first
+SEVERITY_ORDER = {"MUST": 0, "SHOULD": 1, "INFO": 2}
+
+
+@dataclass
+class ConformanceRun:
+    """One run of the suite: where it ran, how, and every check's verdict."""
+
+    target: str
+    model: str
+    profile: str
+    started: float
+    finished: float
+    results: list[CheckResult]
+    embedded: bool = False
+    strict: bool = False
+    only: list[str] = field(default_factory=list)
+    skip: list[str] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)  # selected but never reported (run aborted)
+    deselected: int = 0
+    secrets: list[str] = field(default_factory=list)  # scrubbed from every output, never written
+
+    @property
+    def duration_s(self) -> float:
+        return max(0.0, self.finished - self.started)
+
+    def counts(self) -> dict[str, int]:
+        c: Counter[str] = Counter(r.status for r in self.results)
+        return {s: c.get(s, 0) for s in STATUSES}
+
+    def counts_by_severity(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for sev in SEVERITY_ORDER:
+            c: Counter[str] = Counter(r.status for r in self.results if r.severity == sev)
+            out[sev] = {s: c.get(s, 0) for s in STATUSES}
+        return out
+
+    def ordered(self) -> list[CheckResult]:
+        """Failures first, then errors, warnings, skips, passes; MUST before SHOULD; by id."""
+        return sorted(
+            self.results, key=lambda r: (STATUSES.index(r.status), SEVERITY_ORDER[r.severity], r.id)
+        )
+
+
+def exit_code(run: ConformanceRun) -> ExitCode:
+    """0 all MUST pass (SHOULD only under --strict) · 1 a check failed · 4 the run proved nothing.
+
+    A harness error leaves a check without a verdict, so a run with errors and no failure is invalid
+    (4), as is a run where no check ran or one that stopped before every selected check reported.
+    """
+    counts = run.counts()
+    if counts["fail"]:
+        return ExitCode.FAILED
+    if counts["error"] or run.not_run or not run.results or counts["pass"] + counts["warn"] == 0:
+        return ExitCode.INVALID_RUN
+    return ExitCode.OK
+
+
+def scrub(value: Any, secrets: Iterable[str]) -> Any:
+    """``value`` with every secret replaced by ``$EYECHART_API_KEY`` (recursively, keys included)."""
+    secrets = [s for s in secrets if s]
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for s in secrets:
+            value = value.replace(s, KEY_PLACEHOLDER)
+        return value
+    if isinstance(value, dict):
+        return {scrub(k, secrets): scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v, secrets) for v in value]
+    return value
+
+
+def to_json(run: ConformanceRun) -> dict[str, Any]:
+    """The ``conformance.json`` document (valid against ``conformance.schema.json``)."""
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "eyechart", "version": __version__, "python": platform.python_version()},
+        "run": {
+            "target": run.target,
+            "model": run.model,
+            "profile": run.profile,
+            "embedded_target": run.embedded,
+            "strict": run.strict,
+            "only": run.only,
+            "skip": run.skip,
+            "started": _iso(run.started),
+            "finished": _iso(run.finished),
+            "duration_s": round(run.duration_s, 3),
+            "exit_code": int(exit_code(run)),
+        },
+        "counts": run.counts(),
+        "counts_by_severity": run.counts_by_severity(),
+        "deselected": run.deselected,
+        "not_run": run.not_run,
+        "checks": [r.to_dict() for r in run.ordered()],
+    }
+    return dict(scrub(doc, run.secrets))
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def junit_xml(run: ConformanceRun) -> str:
+    """JUnit XML, one testcase per check: MUST failures (and SHOULD under --strict) are failures;
+    warnings stay passing test cases with the finding in properties and system-out."""
+    counts = run.counts()
+    suite = ET.Element(
+        "testsuite",
+        name="eyechart-conformance",
+        tests=str(len(run.results)),
+        failures=str(counts["fail"]),
+        errors=str(counts["error"]),
+        skipped=str(counts["skip"]),
+        time=f"{run.duration_s:.3f}",
+        timestamp=_iso(run.started),
+    )
+    props = ET.SubElement(suite, "properties")
+    for name, value in (("target", run.target), ("model", run.model), ("profile", run.profile)):
+        ET.SubElement(props, "property", name=name, value=value)
+    for r in run.ordered():
+        case = ET.SubElement(
+            suite, "testcase", classname=f"eyechart.{r.area}", name=r.id, time=f"{r.duration_s:.3f}"
+        )
+        cp = ET.SubElement(case, "properties")
+        for name, value in (("severity", r.severity), ("status", r.status), ("clause", r.clause)):
+            ET.SubElement(cp, "property", name=name, value=value)
+        text = _finding_text(r)
+        if r.status == "fail":
+            ET.SubElement(case, "failure", message=r.message, type=r.severity).text = text
+        elif r.status == "error":
+            ET.SubElement(case, "error", message=r.message, type="harness").text = text
+        elif r.status == "skip":
+            ET.SubElement(case, "skipped", message=r.message)
+        elif r.status == "warn":
+            ET.SubElement(cp, "property", name="finding", value=r.message)
+            ET.SubElement(case, "system-out").text = text
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    xml = ET.tostring(root, encoding="unicode", xml_declaration=True)
+    return str(scrub(_xml_safe(xml), run.secrets))
+
+
+def _xml_safe(text: str) -> str:
+    # XML 1.0 cannot carry most control characters; servers send them.
+    return "".join(c if c in "\t\n\r" or ord(c) >= 0x20 else f"\\x{ord(c):02x}" for c in text)
+
+
+def _finding_text(r: CheckResult) -> str:
+    ev = r.evidence
+    lines = [f"[{r.severity}] {r.id}: {r.message}", f"clause: {r.clause}"]
+    for key in ("expected", "got", "pointer"):
+        if ev.get(key) is not None:
+            lines.append(f"{key}: {_short(ev[key])}")
+    ex = ev.get("exchange")
+    if ex:
+        req = ex.get("request", {})
+        lines.append(f"request: {req.get('method', '')} {req.get('url', '')}")
+        lines.append(f"status: {ex.get('status')}" + (f" ({ex['error']})" if ex.get("error") else ""))
+        if ex.get("body_head"):
+            lines.append(f"body: {_short(ex['body_head'], 600)}")
+    if ev.get("reproducer"):
+        lines.append("reproduce:\n" + ev["reproducer"])
+    return "\n".join(lines)
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def summary_lines(run: ConformanceRun, report_path: Path | str | None = None, limit: int = 12) -> list[str]:
+    """A plain-text one-screen summary (pytest's terminal section uses it)."""
+    c = run.counts()
+    lines = [
+        f"{run.target} · model {run.model} · profile {run.profile} · {run.duration_s:.1f} s",
+        "  ".join(f"{k} {v}" for k, v in c.items()),
+    ]
+    findings = [r for r in run.ordered() if r.status in ("fail", "error", "warn")]
+    for r in findings[:limit]:
+        lines.append(f"{r.status.upper():5} {r.severity:6} {r.id}: {_oneline(r.message)}")
+    if len(findings) > limit:
+        lines.append(f"… and {len(findings) - limit} more in the report")
+    if report_path:
+        lines.append(f"report: {report_path}")
+    return [str(scrub(line, run.secrets)) for line in lines]
+
+
+def _oneline(text: str, limit: int = 120) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def print_summary(
+    run: ConformanceRun, console: Any, report_path: Path | str | None = None, limit: int = 15
+) -> None:
+    """The terminal summary with rich: counts by severity and status, the findings, the report path."""
+    from rich.table import Table
+    from rich.text import Text
+
+    code = exit_code(run)
+    verdict = {
+        ExitCode.OK: ("PASS", "bold green"),
+        ExitCode.FAILED: ("FAIL", "bold red"),
+        ExitCode.INVALID_RUN: ("INVALID RUN", "bold yellow"),
+    }.get(code, (code.name, "bold"))
+    console.print(
+        Text.assemble(
+            (f"eyechart conform: {verdict[0]}", verdict[1]),
+            f"  {scrub(run.target, run.secrets)} · model {run.model} · profile {run.profile}"
+            f" · {len(run.results)} checks in {run.duration_s:.1f} s",
+        )
+    )
+    table = Table(box=None, padding=(0, 2), show_edge=False)
+    table.add_column("severity")
+    styles = {"fail": "red", "error": "yellow", "warn": "magenta", "skip": "dim", "pass": "green"}
+    for s in STATUSES:
+        table.add_column(s, justify="right", style=styles[s])
+    for sev, counts in run.counts_by_severity().items():
+        if any(counts.values()):
+            table.add_row(sev, *(str(counts[s]) for s in STATUSES))
+    console.print(table)
+    findings = [r for r in run.ordered() if r.status in ("fail", "error", "warn")]
+    for r in findings[:limit]:
+        line = Text(f"  {r.status.upper():5} ", style=styles[r.status])
+        line.append(f"{r.severity:6} {r.id}", style="bold")
+        line.append(f"  {scrub(_oneline(r.message, 100), run.secrets)}")
+        console.print(line, overflow="ellipsis", no_wrap=True)
+    if len(findings) > limit:
+        console.print(f"  … and {len(findings) - limit} more findings in the report")
+    if run.not_run:
+        console.print(
+            f"  {len(run.not_run)} selected checks never reported (the run stopped early)", style="yellow"
+        )
+    if report_path:
+        console.print(f"report: {report_path}")
+
+
+def write_reports(run: ConformanceRun, out_dir: Path) -> dict[str, Path]:
+    """Write ``conformance.json``, ``junit.xml`` and ``index.html`` into ``out_dir``; their paths by kind."""
+    from eyechart.report.conformance_html import render_html
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out_dir / "conformance.json",
+        "junit": out_dir / "junit.xml",
+        "html": out_dir / "index.html",
+    }
+    doc = to_json(run)
+    paths["json"].write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths["junit"].write_text(junit_xml(run), encoding="utf-8")
+    paths["html"].write_text(render_html(doc), encoding="utf-8")
+    return paths
+
+
+def schema_path() -> Path:
+    return Path(__file__).resolve().parent / "schemas" / "conformance.schema.json"

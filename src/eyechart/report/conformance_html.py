@@ -1,0 +1,131 @@
+"""``index.html`` of a conformance run: one self-contained page, readable offline.
+
+Rendered from the already scrubbed ``conformance.json`` document, so it can never show more than the
+JSON does. Every string that came from the server (messages, bodies, headers) is HTML-escaped; there
+is no script and no external asset. Layout: the verdict, a matrix of areas × statuses, then every
+check with failures first, each finding with its evidence and curl reproducer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from html import escape
+from typing import Any
+
+_STATUSES = ("fail", "error", "warn", "skip", "pass")
+_VERDICT = {0: "PASS", 1: "FAIL", 2: "USAGE ERROR", 3: "REGRESSION", 4: "INVALID RUN"}
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;
+ color:#1d1d1f;padding:0 1rem}
+h1{font-size:1.5rem;margin-bottom:.2rem} .meta{color:#555}
+table{border-collapse:collapse;margin:1rem 0}
+th,td{padding:.25rem .6rem;text-align:left;border-bottom:1px solid #ddd}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+.fail{color:#b00020;font-weight:600}.error{color:#a15c00;font-weight:600}.warn{color:#7b3fa0}.skip{color:#777}.pass{color:#17803d}
+.badge{display:inline-block;padding:0 .45rem;border-radius:.3rem;font-size:.8rem;
+ border:1px solid currentColor}
+.verdict-0{color:#17803d}.verdict-1{color:#b00020}.verdict-4{color:#a15c00}
+details{border:1px solid #ddd;border-radius:.4rem;margin:.35rem 0;padding:.3rem .6rem}
+details[open]{background:#fafafa} summary{cursor:pointer}
+pre{white-space:pre-wrap;word-break:break-all;background:#f3f3f3;padding:.5rem;border-radius:.3rem;font-size:12px}
+code{font-size:12px} .clause{color:#555;font-size:.9rem}
+"""
+
+
+def _e(value: Any) -> str:
+    if value is None:
+        return ""
+    return escape(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str))
+
+
+def _matrix(checks: list[dict[str, Any]]) -> str:
+    by_area: dict[str, Counter[str]] = {}
+    for c in checks:
+        by_area.setdefault(c["area"], Counter())[c["status"]] += 1
+    order = sorted(by_area, key=lambda a: (*(-by_area[a][s] for s in _STATUSES[:3]), a))
+    head = "".join(f"<th class='{s}'>{s}</th>" for s in _STATUSES)
+    rows = []
+    for area in order:
+        cells = "".join(
+            f"<td class='n {s if by_area[area][s] else ''}'>{by_area[area][s] or ''}</td>" for s in _STATUSES
+        )
+        rows.append(f"<tr><td><a href='#area-{_e(area)}'>{_e(area)}</a></td>{cells}</tr>")
+    return f"<table><tr><th>area</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _evidence(ev: dict[str, Any]) -> str:
+    parts = []
+    for key in ("expected", "got", "pointer"):
+        if ev.get(key) is not None:
+            parts.append(f"<div><b>{key}</b>: <code>{_e(ev[key])}</code></div>")
+    ex = ev.get("exchange")
+    if ex:
+        req = ex.get("request") or {}
+        parts.append(
+            "<div><b>request</b>: <code>"
+            f"{_e(req.get('method'))} {_e(req.get('url'))}</code> {_e(req.get('body_summary'))}</div>"
+        )
+        status = f"{_e(ex.get('status'))}" + (f" — {_e(ex.get('error'))}" if ex.get("error") else "")
+        parts.append(f"<div><b>status</b>: {status}</div>")
+        if ex.get("headers"):
+            hdrs = "\n".join(f"{k}: {v}" for k, v in ex["headers"].items())
+            parts.append(f"<div><b>response headers</b><pre>{_e(hdrs)}</pre></div>")
+        if ex.get("body_head"):
+            parts.append(f"<div><b>body (first bytes)</b><pre>{_e(ex['body_head'])}</pre></div>")
+    if ev.get("reproducer"):
+        parts.append(f"<div><b>reproduce</b><pre>{_e(ev['reproducer'])}</pre></div>")
+    others = ev.get("exchanges") or []
+    if len(others) > 1:
+        items = "".join(
+            f"<li><code>{_e(x.get('method'))} {_e(x.get('url'))}</code> → {_e(x.get('status'))}</li>"
+            for x in others
+        )
+        parts.append(f"<div><b>all requests of this check</b><ul>{items}</ul></div>")
+    return "".join(parts)
+
+
+def _check(c: dict[str, Any]) -> str:
+    status = c["status"]
+    head = (
+        f"<span class='badge {status}'>{status}</span> <b>{_e(c['severity'])}</b> "
+        f"<code>{_e(c['id'])}</code> {_e(c['message'])}"
+    )
+    body = f"<div class='clause'>{_e(c['clause'])}</div>" + (
+        _evidence(c.get("evidence") or {}) if status != "pass" else ""
+    )
+    opened = " open" if status in ("fail", "error") else ""
+    return f"<details{opened}><summary>{head}</summary>{body}</details>"
+
+
+def render_html(doc: dict[str, Any]) -> str:
+    """The page for a ``conformance.json`` document."""
+    run = doc["run"]
+    checks: list[dict[str, Any]] = doc["checks"]
+    code = run["exit_code"]
+    counts = " · ".join(f"<span class='{s}'>{doc['counts'][s]} {s}</span>" for s in _STATUSES)
+    sections = []
+    areas: dict[str, list[dict[str, Any]]] = {}
+    for c in checks:  # already ordered failures first
+        areas.setdefault(c["area"], []).append(c)
+    rank = {s: i for i, s in enumerate(_STATUSES)}
+    for area in sorted(areas, key=lambda a: (min(rank[c["status"]] for c in areas[a]), a)):
+        sections.append(f"<h2 id='area-{_e(area)}'>{_e(area)}</h2>" + "".join(_check(c) for c in areas[area]))
+    strict = " · strict" if run.get("strict") else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>eyechart conformance: {_e(_VERDICT.get(code, code))}</title><style>{_CSS}</style></head><body>
+<h1>eyechart conformance: <span class="verdict-{_e(code)}">{_e(_VERDICT.get(code, code))}</span></h1>
+<div class="meta">target <code>{_e(run["target"])}</code> · model <code>{_e(run["model"])}</code> ·
+profile <code>{_e(run["profile"])}</code>{" (embedded target)" if run.get("embedded_target") else ""} ·
+{_e(run["started"])} · {_e(run["duration_s"])} s · exit code {_e(code)}{strict}</div>
+<p>{counts}</p>
+{_matrix(checks)}
+{"".join(sections)}
+<p class="meta">eyechart {_e(doc["tool"]["version"])}. Severity: MUST fails the run; SHOULD is a warning
+(fails only with --strict); INFO is recorded.
+Reproducers read the key from <code>$EYECHART_API_KEY</code>.</p>
+</body></html>
+"""

@@ -721,7 +721,9 @@ class Answer:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "".join(parts)},
+                    # refusal and logprobs: OpenAI's spec lists them as required; null is their value here.
+                    "message": {"role": "assistant", "content": "".join(parts), "refusal": None},
+                    "logprobs": None,
                     "finish_reason": self.finish,
                 }
             ],

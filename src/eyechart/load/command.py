@@ -1,0 +1,86 @@
+"""Drive a vision workload with Locust, measure streams exactly, and gate on SLOs and baselines.
+
+Without --base-url the embedded reference target is started and stopped for you.
+
+examples:
+  eyechart load                                         # 8 users, captioning-mixed, 60 s, embedded target
+  eyechart load --workload ocr-documents --users 16 --duration 30s
+  eyechart load --rate 5 --arrival gamma --burstiness 2 --requests 500   # open loop, bursty
+  eyechart load --base-url https://api.example.com/v1/openai --model my-vlm \\
+      --slo "ttft_p95<=2s,itl_p99<=80ms,error_rate<=1%,goodput>=95%" --baseline reports/base-load
+
+The API key comes from --api-key or $EYECHART_API_KEY and is never written to any report or log.
+Open loop (--rate) keeps every request's intended send time: sends that go out late are reported as
+schedule lag and TTFT_sched, never hidden. Warmup/cooldown requests are recorded but not in the stats.
+Each run writes <report-dir>/<time>-load/: summary.json, stages.csv, requests.jsonl.gz, junit.xml,
+index.html, Locust's CSV and HTML. A run in which the generator itself saturates (event-loop lag p99
+over 10 ms, or CPU over 95% of a core per process) is marked invalid (exit 4).
+For plain Locust (web UI): locust -f loadtests/locustfile.py --host URL  (see loadtests/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from eyechart.exitcodes import ExitCode
+from eyechart.load import probe
+from eyechart.load.arrivals import ARRIVALS
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    t = parser.add_argument_group("target")
+    t.add_argument(
+        "--base-url", help="API base URL, e.g. http://host:8000/v1/openai (default: embedded target)"
+    )
+    t.add_argument("--api-key", help="Bearer key (default: $EYECHART_API_KEY); never written anywhere")
+    t.add_argument("--model", help="model id (default: the only model /models lists)")
+    t.add_argument(
+        "--target-arg",
+        action="append",
+        metavar="ARG",
+        help="extra argument for the embedded target, repeatable (e.g. --target-arg=--speed=4)",
+    )
+    w = parser.add_argument_group("load")
+    w.add_argument("--workload", default="captioning-mixed", help="workload name or .toml file")
+    mode = w.add_mutually_exclusive_group()
+    mode.add_argument("--users", type=int, help="closed loop: N concurrent users (default 8)")
+    mode.add_argument("--rate", type=float, help="open loop: requests per second")
+    w.add_argument("--arrival", default="poisson", choices=ARRIVALS, help="open-loop arrival process")
+    w.add_argument("--burstiness", type=float, default=1.0, help="gamma arrivals: CV of gaps (1 = Poisson)")
+    w.add_argument("--max-concurrency", type=int, default=256, help="open loop: users available to send")
+    stop = w.add_mutually_exclusive_group()
+    stop.add_argument("--duration", help="measured time, e.g. 60s, 5m (default 60s)")
+    stop.add_argument("--requests", type=int, help="stop after N requests instead of a duration")
+    w.add_argument("--warmup", default="0s", help="time before the measured window (excluded from stats)")
+    w.add_argument("--cooldown", default="0s", help="time after the measured window (excluded from stats)")
+    w.add_argument("--seed", type=int, default=0, help="seed for arrivals and request choice")
+    w.add_argument("--processes", type=int, default=1, help="load processes (Locust master + N workers)")
+    g = parser.add_argument_group("gates and reports")
+    g.add_argument("--slo", help='e.g. "ttft_p95<=2s,itl_p99<=80ms,error_rate<=1%%,goodput>=95%%"')
+    g.add_argument("--baseline", help="a previous run folder to compare with (confidence intervals)")
+    g.add_argument("--max-regression", default="10%", help="allowed regression against --baseline")
+    g.add_argument("--min-requests", type=int, default=20, help="fewer measured requests: invalid run")
+    g.add_argument(
+        "--max-loop-lag-ms",
+        type=float,
+        default=probe.DEFAULT_MAX_LAG_MS,
+        help="generator saturation budget: event-loop lag p99",
+    )
+    g.add_argument("--max-cpu", type=float, default=probe.DEFAULT_MAX_CPU, help="budget: CPU share of a core")
+    g.add_argument("--report-dir", default="reports", help="run folders go here (default: reports/)")
+    g.add_argument("--quiet", action="store_true", help="no live progress")
+
+
+def run(args: argparse.Namespace) -> int:
+    from eyechart.load.runner import RunError, execute, plan_from_args
+
+    if args.users is None and args.rate is None:
+        args.users = 8
+    try:
+        plan = plan_from_args(args)
+    except RunError as exc:
+        import sys
+
+        print(f"error: {exc}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    return execute(plan)

@@ -1,0 +1,124 @@
+"""Saturation watch: is the load generator itself the bottleneck?
+
+A generator that runs out of CPU or whose event loop is blocked reads responses late, and its own
+queueing would be reported as the server's latency. Two measures, per load process:
+
+- **event-loop lag**: a greenlet asks to sleep ``interval`` and records how much later it woke up.
+  Every timestamp the users take is late by about that much when the loop is busy.
+- **CPU**: process CPU time (``time.process_time``) over wall time during the load window; one gevent
+  process cannot use more than one core.
+
+Budgets (a run over either is marked invalid, exit code 4): loop-lag p99 over ``max_lag_ms``
+(default 10 ms, judged once there are 100 samples = 2 s) or any single lag over 20x that (200 ms), or
+CPU over ``max_cpu`` (default 0.95 of one core) in the load window. 10 ms is the p99 timing error we
+accept attributing to the server on a shared machine (the bench measures the actual error per load).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_MAX_LAG_MS = 10.0
+MIN_SAMPLES = 100  # 2 s of probing: fewer samples make a p99 meaningless
+DEFAULT_MAX_CPU = 0.95
+INTERVAL_S = 0.02
+
+
+@dataclass
+class SaturationProbe:
+    """Run :meth:`start` inside a gevent process; :meth:`snapshot` is JSON-able and mergeable."""
+
+    interval_s: float = INTERVAL_S
+    lag_counts: dict[int, int] = field(default_factory=dict)  # lag in 0.1 ms units -> count (bounded)
+    lag_max_ms: float = 0.0
+    _greenlet: Any = None
+    _cpu0: float = 0.0
+    _wall0: float = 0.0
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+
+    def start(self) -> None:
+        import gevent
+
+        self._cpu0 = time.process_time()
+        self._wall0 = time.monotonic()
+        self._greenlet = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        import gevent
+
+        interval = self.interval_s
+        counts = self.lag_counts
+        while True:
+            t0 = time.monotonic()
+            gevent.sleep(interval)
+            lag = max(0.0, (time.monotonic() - t0 - interval) * 1000.0)
+            key = min(int(lag * 10), 100_000)
+            counts[key] = counts.get(key, 0) + 1
+            if lag > self.lag_max_ms:
+                self.lag_max_ms = lag
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+            self._greenlet = None
+            self.cpu_s = time.process_time() - self._cpu0
+            self.wall_s = time.monotonic() - self._wall0
+
+    def snapshot(self) -> dict[str, Any]:
+        cpu_s = self.cpu_s if self._greenlet is None else time.process_time() - self._cpu0
+        wall_s = self.wall_s if self._greenlet is None else time.monotonic() - self._wall0
+        n = sum(self.lag_counts.values())
+        return {
+            "cpu_s": cpu_s,
+            "wall_s": wall_s,
+            "lag_samples": n,
+            "lag_p50_ms": _pct(self.lag_counts, n, 50),
+            "lag_p99_ms": _pct(self.lag_counts, n, 99),
+            "lag_max_ms": round(self.lag_max_ms, 3),
+        }
+
+
+def _pct(counts: Mapping[int, int], n: int, p: float) -> float:
+    """Percentile of the 0.1 ms lag buckets (upper bucket edge, so never understated)."""
+    if not n:
+        return 0.0
+    rank = n * p / 100.0
+    seen = 0
+    for key in sorted(counts):
+        seen += counts[key]
+        if seen >= rank:
+            return (key + 1) / 10.0
+    return (max(counts) + 1) / 10.0
+
+
+def verdict(
+    snapshots: Mapping[str, Mapping[str, Any]],
+    max_lag_ms: float = DEFAULT_MAX_LAG_MS,
+    max_cpu: float = DEFAULT_MAX_CPU,
+) -> dict[str, Any]:
+    """Judge every load process's snapshot; ``valid`` is False with reasons if any is saturated."""
+    reasons: list[str] = []
+    per: dict[str, Any] = {}
+    for name, s in snapshots.items():
+        cpu = s["cpu_s"] / s["wall_s"] if s.get("wall_s") else 0.0
+        per[name] = {**s, "cpu_fraction": round(cpu, 4)}
+        if s.get("lag_samples", 0) >= MIN_SAMPLES and s["lag_p99_ms"] > max_lag_ms:
+            reasons.append(
+                f"{name}: event-loop lag p99 {s['lag_p99_ms']:.1f} ms over the {max_lag_ms:g} ms budget"
+            )
+        elif s.get("lag_max_ms", 0) > 20 * max_lag_ms:
+            reasons.append(
+                f"{name}: event-loop stalled {s['lag_max_ms']:.0f} ms (budget {20 * max_lag_ms:g} ms)"
+            )
+        if cpu > max_cpu:
+            reasons.append(f"{name}: CPU {cpu:.0%} of a core over the {max_cpu:.0%} budget")
+    return {
+        "valid": not reasons,
+        "reasons": reasons,
+        "budget": {"max_lag_p99_ms": max_lag_ms, "max_lag_ms": 20 * max_lag_ms, "max_cpu": max_cpu},
+        "processes": per,
+    }

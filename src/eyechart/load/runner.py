@@ -1,0 +1,330 @@
+"""Orchestration of ``eyechart load``: target, model, the Locust subprocess, live progress, exit code.
+
+Locust runs headless as a child process (``python -m locust -f <bundled locustfile> --headless``) so
+its gevent monkey-patching never touches this process, and ``--processes N`` is Locust's own
+master/worker mode. The child writes the run folder (Locust's CSV and HTML next to eyechart's reports)
+and exits with eyechart's exit code. This process shows progress from ``progress.json`` and forwards
+one SIGINT on Ctrl-C, so the child's ``quitting`` hook still writes a partial report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from eyechart import bundled
+from eyechart.exitcodes import ExitCode
+from eyechart.load.arrivals import ArrivalError, LoadModel
+
+
+class RunError(RuntimeError):
+    """A usage or configuration problem found before the load starts (exit code 2)."""
+
+
+@dataclass
+class RunPlan:
+    base_url: str | None
+    api_key: str | None
+    model: str | None
+    workload: str
+    load: LoadModel
+    duration_s: float | None
+    requests: int | None
+    warmup_s: float = 0.0
+    cooldown_s: float = 0.0
+    slo: str = ""
+    baseline: str = ""
+    max_regression: str = "10%"
+    report_dir: Path = Path("reports")
+    processes: int = 1
+    max_concurrency: int = 256
+    min_requests: int = 20
+    max_loop_lag_ms: float | None = None
+    max_cpu: float | None = None
+    target_args: tuple[str, ...] = ()
+    quiet: bool = False
+
+
+def parse_duration(text: str) -> float:
+    """``60s``, ``2m``, ``1h``, ``500ms`` or a bare number of seconds."""
+    t = text.strip().lower()
+    for unit, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if t.endswith(unit):
+            t, mult = t[: -len(unit)], scale
+            break
+    else:
+        mult = 1.0
+    try:
+        value = float(t) * mult
+    except ValueError:
+        raise RunError(f"duration {text!r} is not like 60s, 2m or 1h") from None
+    if not value > 0 or not math.isfinite(value):
+        raise RunError(f"duration {text!r} must be positive")
+    return value
+
+
+def _check_target(base_url: str, api_key: str | None) -> None:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=10.0, trust_env=False)
+    except httpx.HTTPError as exc:
+        raise RunError(f"target {base_url} is unreachable: {type(exc).__name__}: {exc}") from None
+
+
+def locust_command(plan: RunPlan, run_dir: Path, model: str, base_url: str) -> list[str]:
+    """The Locust command line; it never carries the API key (that goes in the environment)."""
+    users = plan.load.users if plan.load.users is not None else plan.max_concurrency
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(bundled.loadtests_dir() / "locustfile.py"),
+        "--headless", "--only-summary", "--host", base_url, "-u", str(users), "-r", str(users),
+        "--csv", str(run_dir / "locust"), "--html", str(run_dir / "locust.html"),
+        "--workload", plan.workload, "--model", model, "--run-dir", str(run_dir),
+        "--warmup", str(plan.warmup_s), "--cooldown", str(plan.cooldown_s), "--seed", str(plan.load.seed),
+        "--stop-timeout", "30", "--min-requests", str(plan.min_requests),
+        "--max-regression", plan.max_regression,
+    ]  # fmt: skip
+    if plan.duration_s is not None:
+        cmd += ["--run-time", f"{math.ceil(plan.warmup_s + plan.duration_s + plan.cooldown_s)}s"]
+    if plan.requests is not None:
+        cmd += ["--requests", str(plan.requests)]
+    if plan.load.rate is not None:
+        cmd += ["--rate", str(plan.load.rate), "--arrival", plan.load.arrival]
+        cmd += ["--burstiness", str(plan.load.burstiness)]
+    if plan.slo:
+        cmd += ["--slo", plan.slo]
+    if plan.baseline:
+        cmd += ["--baseline", plan.baseline]
+    if plan.max_loop_lag_ms is not None:
+        cmd += ["--max-loop-lag-ms", str(plan.max_loop_lag_ms)]
+    if plan.max_cpu is not None:
+        cmd += ["--max-cpu", str(plan.max_cpu)]
+    if plan.processes > 1:
+        cmd += ["--processes", str(plan.processes)]
+    return cmd
+
+
+def execute(plan: RunPlan) -> int:
+    """Run the plan; returns the exit code (DESIGN.md "Exit codes")."""
+    from rich.console import Console
+
+    console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False, soft_wrap=True)
+    target = None
+    try:
+        if plan.base_url:
+            base_url = plan.base_url.rstrip("/")
+            api_key = plan.api_key or os.environ.get("EYECHART_API_KEY", "")
+            _check_target(base_url, api_key)
+        else:
+            from eyechart.target import DEFAULT_API_KEY
+            from eyechart.target.launch import TargetStartError, start_target
+
+            api_key = plan.api_key or DEFAULT_API_KEY
+            if not plan.quiet:
+                console.print("starting the embedded target ...")
+            try:
+                target = start_target(api_key=api_key, args=plan.target_args)
+            except TargetStartError as exc:
+                raise RunError(f"cannot start the embedded target: {exc}") from None
+            base_url = target.base_url
+        if plan.model:
+            model = plan.model
+        else:
+            from eyechart.load.session import ModelError, discover_model
+
+            try:
+                model = discover_model(base_url, api_key)
+            except ModelError as exc:
+                raise RunError(str(exc)) from None
+        _check_workload(plan.workload)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = plan.report_dir / f"{stamp}-load"
+        n = 1
+        while run_dir.exists():
+            n += 1
+            run_dir = plan.report_dir / f"{stamp}-{n}-load"
+        run_dir.mkdir(parents=True)
+        cmd = locust_command(plan, run_dir, model, base_url)
+        return _run_locust(cmd, run_dir, api_key, plan, console)
+    except RunError as exc:
+        console.print(f"[bold red]error:[/] {exc}", markup=True)
+        return int(ExitCode.USAGE)
+    finally:
+        if target is not None:
+            target.stop()
+
+
+def _check_workload(name: str) -> None:
+    from eyechart.load.workloads import WorkloadError, load_workload
+
+    try:
+        load_workload(name)
+    except WorkloadError as exc:
+        raise RunError(str(exc)) from None
+
+
+def _run_locust(cmd: list[str], run_dir: Path, api_key: str, plan: RunPlan, console: Any) -> int:
+    env = {**os.environ, "EYECHART_API_KEY": api_key, "PYTHONUNBUFFERED": "1"}
+    log_path = run_dir / "locust.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    interrupted = False
+
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous_term = signal.signal(signal.SIGTERM, on_sigint)
+    try:
+        _watch(proc, run_dir, plan, console)
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+        if proc.poll() is None:  # we are leaving early (an exception): never leave Locust behind
+            proc.kill()
+            proc.wait(timeout=10)
+    _print_result(run_dir, code, interrupted, log_path, console)
+    if code not in {int(c) for c in ExitCode}:
+        return int(ExitCode.INVALID_RUN) if (run_dir / "summary.json").exists() else int(ExitCode.USAGE)
+    return code
+
+
+def _watch(proc: subprocess.Popen[bytes], run_dir: Path, plan: RunPlan, console: Any) -> None:
+    from rich.live import Live
+
+    progress = run_dir / "progress.json"
+    total = f"/{plan.requests}" if plan.requests else ""
+    span = (plan.duration_s or 0) + plan.warmup_s + plan.cooldown_s
+    start = time.monotonic()
+
+    def line() -> str:
+        try:
+            p = json.loads(progress.read_text())
+        except (OSError, ValueError):
+            return f"[{time.monotonic() - start:5.1f}s] starting load ..."
+        p50, p95 = p.get("ttft_p50_ms"), p.get("ttft_p95_ms")
+        ttft = f"TTFT p50 {p50:.0f} ms p95 {p95:.0f} ms" if p50 is not None and p95 is not None else "TTFT -"
+        of = f"/{span:.0f}s" if span else ""
+        return (
+            f"[{time.monotonic() - start:5.1f}s{of}] requests {p.get('requests', 0)}{total} · "
+            f"errors {p.get('errors', 0)} · {p.get('rps', 0):.1f} req/s · {ttft}"
+        )
+
+    if plan.quiet or not console.is_terminal:
+        while proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.5)
+        return
+    with Live(line(), console=console, refresh_per_second=4, transient=False) as live:
+        while proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.25)
+            live.update(line())
+
+
+def _print_result(run_dir: Path, code: int, interrupted: bool, log_path: Path, console: Any) -> None:
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        console.print(f"load run failed (exit {code}); Locust's log: {log_path}")
+        with contextlib.suppress(OSError):
+            tail = log_path.read_text(errors="replace").splitlines()[-15:]
+            console.print("\n".join(tail), markup=False)
+        return
+    try:
+        s = json.loads(summary_path.read_text())
+        m = s["metrics"]
+
+        def ms(name: str, stat: str) -> str:
+            v = m.get(name, {}).get(stat)
+            return "-" if v is None else f"{v:.1f}"
+
+        console.print(
+            f"{s['requests']['total']} requests ({s['requests']['failed']} failed) "
+            f"in {s['duration_s']:.1f} s · "
+            f"{s['throughput']['requests_per_s']:.2f} req/s · "
+            f"{s['throughput']['output_tokens_per_s']:.0f} output tok/s",
+            markup=False,
+        )
+        for name in ("ttft", "ttft_sched", "itl", "tpot", "e2e", "schedule_lag"):
+            if m.get(name, {}).get("count"):
+                console.print(
+                    f"  {name:<13} p50 {ms(name, 'p50'):>9} ms  p95 {ms(name, 'p95'):>9} ms  "
+                    f"p99 {ms(name, 'p99'):>9} ms",
+                    markup=False,
+                )
+        for g in s.get("gates", []):
+            mark = "PASS" if g.get("passed") else "FAIL"
+            console.print(f"  [{mark}] {g.get('name')}: {g.get('detail', '')}", markup=False)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        console.print(f"(cannot read the summary: {exc})", markup=False)
+    if interrupted:
+        console.print("interrupted: the report is partial", markup=False)
+    console.print(f"report: {run_dir}  (exit {code})", markup=False)
+
+
+def plan_from_args(args: Any) -> RunPlan:
+    try:
+        load = LoadModel(
+            users=args.users if args.rate is None else None,
+            rate=args.rate,
+            arrival=args.arrival,
+            burstiness=args.burstiness,
+            seed=args.seed,
+        )
+    except ArrivalError as exc:
+        raise RunError(str(exc)) from None
+    if args.users is not None and args.rate is not None:
+        raise RunError("give either --users N (closed loop) or --rate R (open loop), not both")
+    if args.duration and args.requests:
+        raise RunError("give either --duration or --requests, not both")
+    requests = args.requests
+    if requests is not None and requests < 1:
+        raise RunError("--requests must be at least 1")
+    duration = None if requests else parse_duration(args.duration or "60s")
+    if args.processes < 1:
+        raise RunError("--processes must be at least 1")
+    return RunPlan(
+        base_url=args.base_url,
+        api_key=args.api_key,
+        model=args.model,
+        workload=args.workload,
+        load=load,
+        duration_s=duration,
+        requests=requests,
+        warmup_s=parse_duration(args.warmup) if args.warmup not in ("0", "0s") else 0.0,
+        cooldown_s=parse_duration(args.cooldown) if args.cooldown not in ("0", "0s") else 0.0,
+        slo=args.slo or "",
+        baseline=args.baseline or "",
+        max_regression=args.max_regression,
+        report_dir=Path(args.report_dir),
+        processes=args.processes,
+        max_concurrency=args.max_concurrency,
+        min_requests=args.min_requests,
+        max_loop_lag_ms=args.max_loop_lag_ms,
+        max_cpu=args.max_cpu,
+        target_args=tuple(args.target_arg or ()),
+        quiet=args.quiet,
+    )

@@ -1,0 +1,213 @@
+"""The Locust user that sends vision chat requests and times every streamed chunk.
+
+:class:`VisionChatUser` is a ``FastHttpUser`` (geventhttpclient). It takes a pre-built request body from
+the workload, sends it with an ``X-Request-Id`` the target's ``--trace`` records, and reads the response
+straight off the socket, stamping each read with ``time.monotonic_ns()``:
+
+- ``t_send`` just before the request is written, ``t_head`` when the headers are parsed,
+- ``t_first`` at the read holding the first event with *non-empty* ``content`` (a role-only first chunk
+  is not the first token), one timestamp per content chunk for ITL (per chunk, not per SSE line),
+- ``t_end`` at the read holding the end of the body.
+
+The reader is cheap on purpose (the hot path runs ~150k chunks/s): events are split with bytes
+operations and an event is JSON-parsed only when the fast path cannot decide. The fast path looks at the
+bytes after ``"content":`` — a ``"`` followed by another ``"`` or ``null`` means empty, anything else
+non-empty — and checks the event is a ``{...}`` object. Tradeoff: a chunk whose JSON is broken *inside*
+(not at its ends) and that carries content is counted as content, not as a protocol error; the
+conformance job (``eyechart conform``) parses every chunk strictly and catches that. Events without
+``"content"`` (role-only, finish, usage, error) are parsed in full.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from locust import task
+from locust.contrib.fasthttp import FastHttpUser
+from locust.exception import StopUser
+
+from eyechart.load.chunks import StreamReader, classify_exception, classify_status
+from eyechart.load.records import RequestRecord
+
+_monotonic_ns = time.monotonic_ns
+_READ = 65536
+
+
+class VisionChatUser(FastHttpUser):
+    """One load user: takes the next request (closed loop) or the next intended send time (open loop).
+
+    The per-process :class:`eyechart.load.session.LoadSession` (workload, schedule, stats, writer) is
+    set up by the locustfile's ``test_start`` hook; the user only asks it what to send and when.
+    """
+
+    abstract = True  # the locustfile exposes a concrete subclass
+    network_timeout = 120.0
+    connection_timeout = 10.0
+    concurrency = 1
+    max_retries = 0
+
+    session_getter: Callable[[], Any] | None = None
+
+    def on_start(self) -> None:
+        getter = type(self).session_getter
+        if getter is None:
+            raise StopUser()
+        self._session = getter()
+        if self._session is None:
+            raise StopUser()
+        s = self._session
+        # The lowest-overhead path: geventhttpclient's pooled HTTPClient for the target.
+        self._http = self.client.client.clientpool.get_client(s.chat_url)
+        self._path = s.chat_path
+        self._headers = s.headers
+        s.user_started()
+
+    @task
+    def chat(self) -> None:
+        s = self._session
+        t_sched = s.next_send()
+        if t_sched is None:
+            s.user_done(self)
+            raise StopUser()
+        if t_sched > 0:
+            delay = t_sched - _monotonic_ns()
+            if delay > 0:
+                self._sleep(delay / 1e9)
+        else:
+            t_sched = None  # closed loop
+        template = s.pick()
+        rec = self.send(template, t_sched)
+        s.record(rec, self._times)
+
+    def _sleep(self, seconds: float) -> None:
+        import gevent
+
+        gevent.sleep(seconds)
+
+    def send(self, template: Any, t_sched: int | None) -> RequestRecord:
+        s = self._session
+        rid = s.new_request_id()
+        headers = dict(self._headers)
+        headers["X-Request-Id"] = rid
+        self._times: list[int] = []
+        t_send = _monotonic_ns()
+        rec = RequestRecord(
+            request_id=rid,
+            stage=s.stage_of(t_sched if t_sched is not None else t_send),
+            case=template.case,
+            stream=template.stream,
+            transport=template.transport,
+            t_sched=t_sched,
+            t_send=t_send,
+            images=template.images,
+            pixels=template.pixels,
+            image_bytes=template.image_bytes,
+            wire_bytes=len(template.body),
+        )
+        try:
+            resp = self._http.request("POST", self._path, body=template.body, headers=headers)
+        except Exception as exc:
+            rec.t_end = _monotonic_ns()
+            rec.error_class = classify_exception(exc)
+            rec.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            return rec
+        rec.t_head = _monotonic_ns()
+        status = resp.status_code
+        rec.status = status
+        try:
+            if status >= 400 or not template.stream:
+                body = resp.read()
+                rec.t_end = _monotonic_ns()
+                rec.response_bytes = len(body)
+                err = classify_status(status)
+                if err is not None:
+                    rec.error_class = err
+                    rec.error = f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}"
+                else:
+                    self._whole(rec, body)
+                return rec
+            if "event-stream" not in (resp.get("content-type") or ""):
+                body = resp.read()
+                rec.t_end = _monotonic_ns()
+                rec.error_class = "protocol"
+                rec.error = f"stream asked, got Content-Type {resp.get('content-type')!r}"
+                return rec
+            self._stream(rec, resp)
+        except Exception as exc:
+            rec.t_end = _monotonic_ns()
+            rec.error_class = classify_exception(exc)
+            rec.error = f"{type(exc).__name__} while reading: {str(exc)[:200]}"
+            with contextlib.suppress(Exception):
+                resp.release()
+        return rec
+
+    def _stream(self, rec: RequestRecord, resp: Any) -> None:
+        reader = StreamReader()
+        feed = reader.feed
+        nbytes = 0
+        buf = resp._body_buffer
+        if buf:
+            data = bytes(buf)
+            del buf[:]
+            nbytes += len(data)
+            feed(data, rec.t_head or _monotonic_ns())
+        while not resp.message_complete:
+            sock = resp._sock
+            if sock is None:
+                break
+            data = sock.recv(_READ)
+            t = _monotonic_ns()
+            if not data:
+                resp.release()
+                break
+            resp.feed(data)
+            buf = resp._body_buffer
+            if buf:
+                data = bytes(buf)
+                del buf[:]
+                nbytes += len(data)
+                feed(data, t)
+        rec.t_end = _monotonic_ns()
+        reader.close()
+        rec.response_bytes = nbytes
+        times = reader.chunk_times
+        rec.content_chunks = len(times)
+        if times:
+            rec.t_first = times[0]
+        rec.prompt_tokens = reader.prompt_tokens
+        if reader.completion_tokens is not None:
+            rec.completion_tokens = reader.completion_tokens
+        else:
+            rec.completion_tokens = len(times)
+            rec.tokens_estimated = True
+        if reader.error_class is not None:
+            rec.error_class = reader.error_class
+            rec.error = reader.error
+        elif not resp.message_complete:
+            rec.error_class = "protocol"
+            rec.error = "connection closed before the end of the body"
+        self._times = times
+
+    def _whole(self, rec: RequestRecord, body: bytes) -> None:
+        try:
+            obj = json.loads(body)
+            usage = obj.get("usage") or {}
+            content = obj["choices"][0]["message"].get("content") or ""
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            rec.error_class = "protocol"
+            rec.error = f"bad JSON body: {body[:120]!r}"
+            return
+        if content:
+            rec.t_first = rec.t_end  # unstreamed: the first token arrives with the whole answer
+            rec.content_chunks = 1
+        if isinstance(usage.get("completion_tokens"), int):
+            rec.completion_tokens = usage["completion_tokens"]
+        else:
+            rec.completion_tokens = len(content.split())
+            rec.tokens_estimated = True
+        if isinstance(usage.get("prompt_tokens"), int):
+            rec.prompt_tokens = usage["prompt_tokens"]

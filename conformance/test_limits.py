@@ -1,0 +1,141 @@
+"""CONTRACT.md section 5, limits: image byte size, image count, context length (all profile knobs).
+
+Size is judged on the decoded bytes, with images of an exact byte size (a valid 64×64 picture padded
+by a chunk decoders skip, so only the byte count matters). A profile with two limits (the documents'
+"smaller than 20MB" read as 20,000,000 or 20,971,520 bytes) tests ``size_accept_bytes`` accepted and
+``size_refuse_bytes + 1`` refused; a profile that pins one limit L tests L − 1 accepted, L + 1 refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eyechart.conform.checks import check, expect, expect_schema, skip
+from eyechart.conform.session import Session, json_of
+from eyechart.images import fixtures
+
+BIG_TIMEOUT = 120.0  # a ~27 MB request body, decoded and checked by the target
+CONTEXT_WORD = " apple"  # one token in every tokenizer in use, and at least one in any
+CONTEXT_WORDS = ("context", "length", "token", "too long", "maximum", "exceed")
+
+
+def _cap(api: Session, n: int) -> dict[str, Any]:
+    """The completion-token cap ``n`` under the profile's parameter name, as keyword arguments."""
+    return {api.profile.max_tokens_param: n}
+
+
+def _sizes(api: Session) -> tuple[int, int]:
+    accept, refuse = api.profile.size_accept_bytes, api.profile.size_refuse_bytes
+    if accept == refuse:
+        return accept - 1, refuse + 1
+    return accept, refuse + 1
+
+
+def _exact_uri(n: int) -> str:
+    return fixtures.data_uri(fixtures.exact_size_image(n, "png"), "image/png")
+
+
+def _send(api: Session, uri: str) -> Any:
+    body = api.vision_body([uri], "Describe this image in one sentence.", **_cap(api, 8))
+    return api.chat(body, timeout=BIG_TIMEOUT)
+
+
+def _error_body(api: Session, ex: Any, what: str) -> Any:
+    body = json_of(ex, f"the error body for {what}")
+    expect_schema("error", body, ex, api.profile)
+    return body
+
+
+@check(
+    "limits.size_accept",
+    severity="MUST",
+    clause="5. An image up to the size limit (profile: 20,000,000 decoded bytes) is accepted",
+)
+def test_size_accept(api: Session) -> None:
+    n, _ = _sizes(api)
+    ex = _send(api, _exact_uri(n))
+    expect(
+        ex.status == 200,
+        f"an image of {n:,} bytes was not accepted",
+        exchange=ex,
+        expected=200,
+        got=ex.status,
+    )
+
+
+@check(
+    "limits.size_refuse",
+    severity="MUST",
+    clause="5. An image over the size limit (profile: more than 20,971,520 decoded bytes) → 400 or 413"
+    " with an error body",
+)
+def test_size_refuse(api: Session) -> None:
+    _, n = _sizes(api)
+    ex = _send(api, _exact_uri(n))
+    expect(
+        ex.status in (400, 413),
+        f"an image of {n:,} bytes was not refused with 400 or 413",
+        exchange=ex,
+        expected="400 or 413",
+        got=ex.status,
+    )
+    _error_body(api, ex, f"an image of {n:,} bytes")
+
+
+@check(
+    "limits.too_many_images",
+    severity="MUST",
+    clause="5. Too many images for the model (profile) → 4xx, and the server keeps serving",
+)
+def test_too_many_images(api: Session) -> None:
+    limit = api.profile.max_images
+    if limit is None:
+        skip(f"profile {api.profile.name} sets no image count (images.multi_image checks that several work)")
+    names = ["colour-red", "colour-blue", "colour-green", "colour-yellow"]
+    images = [names[i % len(names)] for i in range(limit + 1)]
+    ex = api.chat(api.vision_body(images, "Describe these images.", **_cap(api, 8)))
+    expect(
+        ex.status is not None and 400 <= ex.status < 500,
+        f"{limit + 1} images (the profile allows {limit}) did not get a 4xx",
+        exchange=ex,
+        expected="4xx",
+        got=ex.status,
+    )
+    _error_body(api, ex, f"{limit + 1} images")
+    after = api.chat(api.vision_body(["colour-red"], **_cap(api, 8)))
+    expect(
+        after.status == 200,
+        "after refusing too many images, the server no longer answers a plain request",
+        exchange=after,
+        expected=200,
+        got=after.status,
+    )
+
+
+@check(
+    "limits.context_length",
+    severity="MUST",
+    clause="5. Image + text over the context length (profile) → 4xx with a clear message",
+)
+def test_context_length(api: Session) -> None:
+    ctx = api.profile.context_length
+    if ctx is None:
+        skip(f"profile {api.profile.name} does not state the context length")
+    prompt = "Count the apples:" + CONTEXT_WORD * (ctx + 1024)
+    ex = api.chat(api.vision_body(["png-rgb"], prompt, **_cap(api, 8)), timeout=BIG_TIMEOUT)
+    expect(
+        ex.status is not None and 400 <= ex.status < 500,
+        f"a prompt of more than {ctx:,} tokens did not get a 4xx",
+        exchange=ex,
+        expected="4xx",
+        got=ex.status,
+    )
+    body = _error_body(api, ex, "a prompt over the context length")
+    message = str((body.get("error") or {}).get("message") or "")
+    expect(
+        any(w in message.lower() for w in CONTEXT_WORDS),
+        "the error message does not say the context is too long",
+        exchange=ex,
+        expected=f"a message naming the limit (one of {', '.join(CONTEXT_WORDS)})",
+        got=message[:300],
+    )

@@ -138,6 +138,17 @@ class Handler(socketserver.BaseRequestHandler):
         except OSError:
             pass
 
+    def do_slow_head(self, sock: socket.socket, headers: dict[str, str], body: bytes) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"z" * 200 + b"\r\n"
+        try:
+            for i in range(len(head)):  # one byte every 0.1 s: no single read ever times out
+                if STOP.is_set():
+                    return
+                sock.sendall(head[i : i + 1])
+                time.sleep(0.1)
+        except OSError:
+            pass
+
     def do_sse(self, sock: socket.socket, headers: dict[str, str], body: bytes) -> None:
         sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
         for piece in [
@@ -214,6 +225,39 @@ def test_hostile_servers_end_as_classified_evidence(
     assert ex.error_class == error_class, ex.error
     assert len(ex.body) <= 1 << 20 and ex.json is None and ex.json_error
     _no_key(ex, ex.error, ex.curl)
+
+
+def test_headers_dripped_byte_by_byte_stop_at_the_total_deadline(base: str, client: httpx.Client) -> None:
+    # one byte every 0.1 s: the per-read timeout (5 s) never fires; only the wall-clock limit can stop it
+    t0 = time.monotonic()
+    ex = send(client, "GET", base + "/slow-head", api_key=KEY, timeout=5, total_timeout=1.5)
+    assert 1.4 < time.monotonic() - t0 < 3
+    assert ex.error_class == "timeout" and ex.status is None
+    assert "total time limit of 1.5s" in (ex.error or "")
+
+
+def test_the_real_key_is_masked_and_a_wrong_probe_key_is_shown(base: str, client: httpx.Client) -> None:
+    wrong = "eyechart-wrong-key-0000"
+    ex = send(client, "POST", base + "/leak", api_key=wrong, json_body={"q": KEY}, timeout=5, secret=KEY)
+    # the deliberately wrong key is sent and shown as is, so the reproducer really gets the 401
+    assert ex.request_headers["Authorization"] == f"Bearer {wrong}"
+    assert f"-H 'Authorization: Bearer {wrong}'" in ex.curl
+    assert ex.json["error"]["message"] == f"bad Bearer {wrong}"
+    # the real key, wherever it appears (here in the request body), is masked
+    assert KEY_PLACEHOLDER in ex.curl and KEY_PLACEHOLDER in (ex.request_body or "")
+    _no_key(ex, ex.curl, ex.request_body, ex.request_headers, ex.describe())
+    ex = send(client, "POST", base + "/leak", api_key=KEY, json_body={}, timeout=5, secret=KEY)
+    assert ex.request_headers["Authorization"] == f"Bearer {KEY_PLACEHOLDER}"
+    assert f'-H "Authorization: Bearer {KEY_PLACEHOLDER}"' in ex.curl
+    _no_key(ex, ex.curl, ex.body, ex.describe())
+    # a key header passed explicitly is masked when it holds the real key, shown when it does not
+    ex = send(client, "GET", base + "/echo", api_key=None, headers={"X-Api-Key": KEY}, timeout=5, secret=KEY)
+    assert ex.request_headers["X-Api-Key"] == KEY_PLACEHOLDER
+    _no_key(ex, ex.curl, ex.body)
+    ex = send(
+        client, "GET", base + "/echo", api_key=None, headers={"Authorization": "Bearer nope"}, secret=KEY
+    )
+    assert "-H 'Authorization: Bearer nope'" in ex.curl
 
 
 def test_nothing_listening_is_a_connect_error(client: httpx.Client) -> None:

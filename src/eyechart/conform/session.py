@@ -59,33 +59,54 @@ def normalise_base_url(base_url: str, profile: Profile) -> str:
     return url
 
 
-def probe(base_url: str, api_key: str | None, timeout: float = PROBE_TIMEOUT) -> httpx.Response:
-    """``GET {base}/models`` once: proves the target answers HTTP at all (any status will do)."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        return httpx.get(f"{base_url}/models", headers=headers, timeout=timeout, follow_redirects=False)
-    except httpx.TimeoutException as exc:
+PROBE_MAX_BYTES = 1 << 20  # a model list is small; a bigger /models answer is not a model list
+
+
+def probe(base_url: str, api_key: str | None, timeout: float = PROBE_TIMEOUT) -> Exchange:
+    """``GET {base}/models`` once: proves the target completes an HTTP response at all (any status).
+
+    Bounded in wall-clock time (``timeout``, even against headers dripped byte by byte) and in memory
+    (the body is streamed and cut at 1 MiB): a garbage, hung, endless, huge or reset answer is a
+    :class:`SessionError` (exit 2), never a hang."""
+    from eyechart.wire import exchange
+
+    with exchange.bounded_client(follow_redirects=False) as client:
+        ex = exchange.send(
+            client,
+            "GET",
+            f"{base_url}/models",
+            api_key=api_key,
+            timeout=timeout,
+            max_body_bytes=PROBE_MAX_BYTES,
+        )
+    if ex.error_class is None:
+        return ex
+    if ex.error_class == "connect":
+        raise SessionError(f"cannot reach target {base_url}: {ex.error}")
+    if ex.status is None and ex.error_class == "timeout":
+        raise SessionError(f"target {base_url} did not answer GET /models within {timeout:g} s")
+    if ex.status is None:
         raise SessionError(
-            f"target {base_url} did not answer within {timeout:g} s ({type(exc).__name__})"
-        ) from exc
-    except httpx.HTTPError as exc:
-        raise SessionError(f"cannot reach target {base_url}: {exc or type(exc).__name__}") from exc
+            f"target {base_url} did not answer GET /models with HTTP ({ex.error_class}: {ex.error})"
+        )
+    raise SessionError(
+        f"target {base_url} answered GET /models with HTTP {ex.status} but the response did not complete "
+        f"({ex.error_class}: {ex.error})"
+    )
 
 
 def resolve_model(
     base_url: str, api_key: str | None, model: str | None, timeout: float = PROBE_TIMEOUT
 ) -> str:
     """``model`` if given, else the only model ``/models`` lists (anything else is a usage error)."""
-    resp = probe(base_url, api_key, timeout)
+    ex = probe(base_url, api_key, timeout)
     if model:
         return model
-    if resp.status_code != 200:
-        raise SessionError(
-            f"GET {base_url}/models answered {resp.status_code}; pass --model (and check --api-key)"
-        )
+    if ex.status != 200:
+        raise SessionError(f"GET {base_url}/models answered {ex.status}; pass --model (and check --api-key)")
     try:
-        ids = [m["id"] for m in resp.json()["data"] if isinstance(m, dict) and isinstance(m.get("id"), str)]
-    except (ValueError, KeyError, TypeError) as exc:
+        ids = [m["id"] for m in ex.json["data"] if isinstance(m, dict) and isinstance(m.get("id"), str)]
+    except (KeyError, TypeError) as exc:
         raise SessionError(f"GET {base_url}/models is not a model list; pass --model") from exc
     if len(ids) != 1:
         listed = ", ".join(ids[:10]) or "none"
@@ -118,7 +139,9 @@ class Session:
         self._fixture_host = fixture_host
         self._fixture_url = fixture_url
         self._fixtures: FixtureServer | None = None
-        self.client = httpx.Client(
+        from eyechart.wire.exchange import bounded_client
+
+        self.client = bounded_client(
             timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
             follow_redirects=False,
             limits=httpx.Limits(max_connections=8),
@@ -318,6 +341,7 @@ class Session:
             json_body=json,
             headers=dict(headers or {}),
             timeout=timeout or self.timeout,
+            secret=self.api_key,
         )
         self._record(ex)
         if ex.error_class and not allow_transport_error:
@@ -385,6 +409,7 @@ class Session:
             headers=dict(headers or {}),
             timeout=timeout or self.timeout,
             total_timeout=stream_timeout or max(STREAM_TIMEOUT, timeout or self.timeout),
+            secret=self.api_key,
         )
         self._record(ex)
         if ex.error_class and ex.status is None and not allow_transport_error:
@@ -410,12 +435,20 @@ class Session:
         now = time.monotonic()
         if now - self._last_probe >= HUNG_REPROBE_S:
             self._last_probe = now
-            try:
-                httpx.get(f"{self.base_url}/models", timeout=2.0)
+            from eyechart.wire import exchange
+
+            ex = exchange.send(
+                self.client,
+                "GET",
+                f"{self.base_url}/models",
+                api_key=self.api_key,
+                timeout=2.0,
+                max_body_bytes=PROBE_MAX_BYTES,
+                secret=self.api_key,
+            )
+            if ex.status is not None:
                 self._timeouts_in_a_row = 0
                 return
-            except httpx.HTTPError:
-                pass
         raise CheckFailed(
             f"{method} {path}: not sent — the target stopped answering "
             f"({self._timeouts_in_a_row} requests in a row timed out)",

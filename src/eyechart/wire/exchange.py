@@ -2,8 +2,10 @@
 
 ``send`` and ``send_stream`` never raise for anything a server does. A refused connection, a hang, an
 endless or huge body, a reset, garbage instead of HTTP: each ends as an ``Exchange`` whose ``error_class``
-is one of ``connect``, ``timeout``, ``reset``, ``protocol``, ``too_large``, within bounded time
-(``total_timeout`` plus at most one read timeout) and bounded memory (``max_body_bytes``)::
+is one of ``connect``, ``timeout``, ``reset``, ``protocol``, ``too_large``, within bounded time and memory.
+The time bound is wall-clock: ``total_timeout`` covers connecting, writing, the response head and the body
+(each socket read is clamped to what is left, so headers dripped one byte at a time cannot stretch it);
+the body is streamed and reading stops past ``max_body_bytes``::
 
     with httpx.Client() as client:
         ex = send(client, "GET", base + "/models", api_key=key, timeout=10)
@@ -11,9 +13,11 @@ is one of ``connect``, ``timeout``, ``reset``, ``protocol``, ``too_large``, with
                                  timeout=30, total_timeout=120)
     ex.status, ex.json, ex.error_class, stream.violations, print(ex.curl)
 
-The API key never appears in an Exchange, its repr, or its reproducer: the Authorization header is shown as
-``Bearer $EYECHART_API_KEY`` and any echo of the key in a response or error text is replaced by
-``$EYECHART_API_KEY``.
+The API key never appears in an Exchange, its repr, or its reproducer: the run's real key (``secret``,
+by default the ``api_key`` sent) is shown as ``$EYECHART_API_KEY`` wherever it occurs — the
+Authorization header reads ``Bearer $EYECHART_API_KEY`` and an echo in a response or error text is
+replaced too. A deliberately wrong key sent by a probe (``api_key="wrong", secret=<real key>``) is not a
+secret: it is shown literally, so the reproducer really repeats the 401.
 
 Reproducers and large bodies: the body is passed on stdin (``--data-binary @- <<'EYECHART_BODY'``), so
 even a base64 image request is one paste. Up to ``inline_limit`` bytes (256 KiB) it is inlined verbatim.
@@ -25,6 +29,7 @@ reproduces byte for byte.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import shlex
@@ -33,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import httpcore
 import httpx
 
 from eyechart.wire.sse import SSEReader, StreamAnalysis
@@ -121,11 +127,21 @@ def encode_body(body: Any) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _redacted_headers(headers: dict[str, str] | None) -> dict[str, str]:
+_AUTH_HEADERS = {"authorization", "api-key", "x-api-key"}
+_UNSET: Any = object()
+
+
+def _redacted_headers(headers: dict[str, str] | None, secret: str | None = _UNSET) -> dict[str, str]:
+    """Headers as reports show them. Without ``secret`` every key header is masked (the safe default);
+    with it, only the secret is masked (wherever it occurs) and any other value, such as a
+    deliberately wrong key, is shown as sent."""
     shown: dict[str, str] = {}
     for name, value in (headers or {}).items():
-        if name.lower() in {"authorization", "api-key", "x-api-key"}:
-            value = f"Bearer {KEY_PLACEHOLDER}" if name.lower() == "authorization" else KEY_PLACEHOLDER
+        if secret is _UNSET:
+            if name.lower() in _AUTH_HEADERS:
+                value = f"Bearer {KEY_PLACEHOLDER}" if name.lower() == "authorization" else KEY_PLACEHOLDER
+        elif secret:
+            value = value.replace(secret, KEY_PLACEHOLDER)
         shown[name] = value
     return shown
 
@@ -138,11 +154,14 @@ def curl_reproducer(
     *,
     body_file: Path | None = None,
     inline_limit: int = INLINE_LIMIT,
+    secret: str | None = _UNSET,
 ) -> str:
     """A shell command repeating the request; the key is read from ``$EYECHART_API_KEY``.
 
     ``body`` is a JSON value (sent as ``encode_body``) or raw bytes/str. With ``body_file`` the exact body
     is written there and referenced; otherwise bodies over ``inline_limit`` are inlined abbreviated.
+    ``secret``: the real key, masked wherever it occurs (other key headers are then shown literally);
+    without it every key header is masked.
     """
     raw: bytes | None
     if body is None:
@@ -157,7 +176,7 @@ def curl_reproducer(
     if isinstance(body, dict) and body.get("stream") is True:
         parts.append("-N")
     parts.append(f"-X {shlex.quote(method.upper())} {shlex.quote(url)}")
-    for name, value in _redacted_headers(headers).items():
+    for name, value in _redacted_headers(headers, secret).items():
         if KEY_PLACEHOLDER in value:
             parts.append(f'-H "{name}: {value}"')  # double quotes: the shell expands the variable
         else:
@@ -171,6 +190,8 @@ def curl_reproducer(
         parts.append(f"--data-binary @{shlex.quote(str(body_file))}")
         return " \\\n  ".join(parts)
     text = raw.decode("utf-8", "replace")
+    if secret is not _UNSET and secret:
+        text = text.replace(secret, KEY_PLACEHOLDER)
     if len(raw) > inline_limit:
         try:
             text = json.dumps(summarize_body(json.loads(raw)), ensure_ascii=False, separators=(",", ":"))
@@ -186,6 +207,92 @@ def curl_reproducer(
         delimiter += "_"
     parts.append(f"--data-binary @- <<'{delimiter}'")
     return note + " \\\n  ".join(parts) + f"\n{text}\n{delimiter}"
+
+
+# --- wall-clock deadlines ---------------------------------------------------------------------------
+# httpx timeouts bound each socket operation, not a request: a server dripping its headers one byte every
+# half second never trips a 5 s read timeout. The client's network backend is wrapped so that every
+# connect, read and write is clamped to what is left of the current exchange's deadline.
+
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("eyechart_deadline", default=None)
+
+
+def _left(timeout: float | None, expired: type[Exception]) -> float | None:
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("the total time limit of the exchange was reached")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> Any:
+        inner = self._inner.start_tls(ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(inner)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        left = _left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.connect_tcp(host, port, left, local_address, socket_options))
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        left = _left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.connect_unix_socket(path, left, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def install_deadlines(client: httpx.Client) -> bool:
+    """Make ``client`` honour exchange deadlines (idempotent; ``send`` does it for every client it gets).
+
+    False when the client's transport is not httpx's default one (then only per-read timeouts apply)."""
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if pool is None or not isinstance(backend, httpcore.NetworkBackend):
+        return False
+    if not isinstance(backend, _DeadlineBackend):
+        pool._network_backend = _DeadlineBackend(backend)
+    return True
+
+
+def bounded_client(**kwargs: Any) -> httpx.Client:
+    """An ``httpx.Client`` (same keyword arguments) whose requests through ``send`` obey wall-clock limits."""
+    client = httpx.Client(**kwargs)
+    install_deadlines(client)
+    return client
 
 
 # --- sending -------------------------------------------------------------------------------------
@@ -206,8 +313,8 @@ def _classify(exc: BaseException) -> ErrorClass:
     return "protocol"
 
 
-def _scrub(text: str, api_key: str | None) -> str:
-    return text.replace(api_key, KEY_PLACEHOLDER) if api_key else text
+def _scrub(text: str, secret: str | None) -> str:
+    return text.replace(secret, KEY_PLACEHOLDER) if secret else text
 
 
 def _exchange(
@@ -223,7 +330,10 @@ def _exchange(
     max_body_bytes: int,
     reader: SSEReader | None,
     body_dir: Path | None,
+    secret: str | None,
 ) -> Exchange:
+    shown_secret = secret  # _UNSET: mask every key header (and the key sent wherever it occurs)
+    secret = api_key if secret is _UNSET else secret
     sent_headers: dict[str, str] = {"Accept": "text/event-stream" if reader else "application/json"}
     raw: bytes | None = None
     if json_body is not None:
@@ -238,17 +348,21 @@ def _exchange(
     ex = Exchange(
         method=method.upper(),
         url=url,
-        request_headers=_redacted_headers(sent_headers),
+        request_headers=_redacted_headers(sent_headers, shown_secret),
         request_body=(
-            json.dumps(summarize_body(json_body), ensure_ascii=False) if json_body is not None else None
+            _scrub(json.dumps(summarize_body(json_body), ensure_ascii=False), secret)
+            if json_body is not None
+            else None
         ),
         request_bytes=len(raw or b""),
-        curl=curl_reproducer(method, url, json_body, sent_headers, body_file=body_file),
+        curl=curl_reproducer(method, url, json_body, sent_headers, body_file=body_file, secret=shown_secret),
     )
     read_timeout = min(timeout, total_timeout)
     limits = httpx.Timeout(connect=read_timeout, read=read_timeout, write=read_timeout, pool=read_timeout)
+    install_deadlines(client)
     ex.t_send_ns = start = time.monotonic_ns()
     deadline = start + int(total_timeout * 1e9)
+    token = _DEADLINE.set(time.monotonic() + total_timeout)
     if reader is not None:
         reader.t_start_ns = start
     kept = bytearray()
@@ -279,13 +393,17 @@ def _exchange(
     except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, OSError, ValueError, EOFError) as exc:
         # anything the server does must end as evidence, not a traceback
         ex.error_class = _classify(exc)
-        ex.error = _scrub(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, api_key)
+        ex.error = _scrub(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, secret)
+        if ex.error_class == "timeout" and time.monotonic_ns() >= deadline:
+            ex.error = f"the exchange exceeded its total time limit of {total_timeout:g}s ({ex.error})"
+    finally:
+        _DEADLINE.reset(token)
     ex.t_end_ns = time.monotonic_ns()
     ex.elapsed_s = (ex.t_end_ns - start) / 1e9
     body = bytes(kept)
     complete = len(body) == ex.body_bytes
-    if api_key and api_key.encode() in body:
-        body = body.replace(api_key.encode(), KEY_PLACEHOLDER.encode())
+    if secret and secret.encode() in body:
+        body = body.replace(secret.encode(), KEY_PLACEHOLDER.encode())
     ex.body = body
     if ex.status is not None and ex.error_class is None and complete:
         try:
@@ -309,9 +427,12 @@ def send(
     max_body_bytes: int = 4 << 20,
     headers: dict[str, str] | None = None,
     body_dir: Path | None = None,
+    secret: str | None = _UNSET,
 ) -> Exchange:
     """Send one request and read the whole body (up to ``max_body_bytes``) within ``total_timeout``
-    (default: ``timeout``); ``ex.json`` holds the parsed body. ``api_key=None`` sends no Authorization."""
+    (default: ``timeout``, wall-clock); ``ex.json`` holds the parsed body. ``api_key=None`` sends no
+    Authorization. ``secret``: the run's real key, masked everywhere (default: ``api_key``); pass it when
+    ``api_key`` is a deliberately wrong key, which is then shown literally."""
     return _exchange(
         client,
         method,
@@ -324,6 +445,7 @@ def send(
         max_body_bytes=max_body_bytes,
         reader=None,
         body_dir=body_dir,
+        secret=secret,
     )
 
 
@@ -339,13 +461,14 @@ def send_stream(
     headers: dict[str, str] | None = None,
     body_dir: Path | None = None,
     max_raw_bytes: int = 8 << 20,
+    secret: str | None = _UNSET,
 ) -> tuple[Exchange, StreamAnalysis]:
     """POST a streamed request; every read goes through the strict SSE reader as it arrives.
 
     The analysis always reflects the bytes that came. When the answer is not a 200 event stream (a JSON
     error, say), look at ``ex.status`` / ``ex.json`` first: the whole body is then kept in ``ex.body``, and
     the analysis (fed the same bytes) is not meaningful. ``include_usage`` for the usage rules is taken from
-    ``json_body["stream_options"]``.
+    ``json_body["stream_options"]``. ``secret`` as for :func:`send`.
     """
     options = json_body.get("stream_options") if isinstance(json_body, dict) else None
     include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
@@ -362,8 +485,10 @@ def send_stream(
         max_body_bytes=max_body_bytes,
         reader=reader,
         body_dir=body_dir,
+        secret=secret,
     )
     analysis = reader.close(ex.t_end_ns)
-    if api_key and api_key.encode() in analysis.raw:
-        analysis.raw = analysis.raw.replace(api_key.encode(), KEY_PLACEHOLDER.encode())
+    masked = api_key if secret is _UNSET else secret
+    if masked and masked.encode() in analysis.raw:
+        analysis.raw = analysis.raw.replace(masked.encode(), KEY_PLACEHOLDER.encode())
     return ex, analysis

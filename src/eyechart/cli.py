@@ -18,7 +18,10 @@ from eyechart.exitcodes import EXIT_CODES_HELP, ExitCode
 
 # sub-command -> (module, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("eyechart.target.command", "run the embedded reference target (a vision chat API with a simulated GPU)"),
+    "serve": (
+        "eyechart.target.command",
+        "run the embedded reference target (vision chat API, simulated GPU)",
+    ),
     "conform": ("eyechart.conform.command", "check a server against the vision chat contract (CI gate)"),
     "load": ("eyechart.load.command", "drive a workload with Locust and gate on SLOs and baselines"),
     "fixtures": ("eyechart.images.command", "generate, list or serve the image fixtures"),
@@ -34,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         _Formatter.styles = {k: "none" for k in _Formatter.styles}
     parser = argparse.ArgumentParser(
         prog="eyechart",
-        description="An eye exam for OpenAI-compatible vision chat APIs: conformance, load, and a reference target.\n"
+        description="An eye exam for OpenAI-compatible vision chat APIs: conformance, load, reference target.\n"
         "Without --base-url, `conform` and `load` start the embedded target themselves.",
         epilog=EXIT_CODES_HELP,
         formatter_class=_Formatter,

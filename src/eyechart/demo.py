@@ -35,10 +35,14 @@ SHOWCASE_PROMPTS: list[tuple[str, str, list[tuple[str, str]]]] = [
 ]
 
 
-def _body(model: str, prompt: str, images: list[dict[str, Any]], stream: bool = False) -> dict[str, Any]:
+def _body(model: str, prompt: str, images: list[str], stream: bool = False) -> dict[str, Any]:
     parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": u}} for u in images]
     parts.append({"type": "text", "text": prompt})
-    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": parts}], "max_tokens": 120}
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": parts}],
+        "max_tokens": 120,
+    }
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -52,10 +56,15 @@ def showcase(target: RunningTarget, fixtures: FixtureServer, console: Console) -
     url = f"{target.base_url}/chat/completions"
     with httpx.Client(timeout=60, headers=headers) as client:
         for title, prompt, images in SHOWCASE_PROMPTS:
-            urls = [fixtures.url(f"/img/{name}") if how == "url" else data_uri(get(name).path) for name, how in images]
+            urls = [
+                fixtures.url(f"/img/{name}") if how == "url" else data_uri(get(name).path)
+                for name, how in images
+            ]
             reply = client.post(url, json=_body(target.model, prompt, urls)).json()
             text = reply["choices"][0]["message"]["content"]
-            answers.append({"case": title, "images": images, "prompt": prompt, "answer": text, "usage": reply["usage"]})
+            answers.append(
+                {"case": title, "images": images, "prompt": prompt, "answer": text, "usage": reply["usage"]}
+            )
             console.print(f"[bold]{title}[/] → {text[:110]}{'…' if len(text) > 110 else ''}")
         # A streamed answer: count the content chunks as they arrive.
         t0 = time.monotonic()
@@ -73,10 +82,18 @@ def showcase(target: RunningTarget, fixtures: FixtureServer, console: Console) -
                     first = first if first is not None else time.monotonic() - t0
         total = time.monotonic() - t0
         answers.append(
-            {"case": "a streamed answer", "answer": "".join(content), "content_chunks": chunks,
-             "ttft_s": round(first or 0.0, 3), "total_s": round(total, 3)}
+            {
+                "case": "a streamed answer",
+                "answer": "".join(content),
+                "content_chunks": chunks,
+                "ttft_s": round(first or 0.0, 3),
+                "total_s": round(total, 3),
+            }
         )
-        console.print(f"[bold]a streamed answer[/] → {chunks} content chunks, first after {first or 0:.3f} s of {total:.3f} s")
+        console.print(
+            f"[bold]a streamed answer[/] → {chunks} content chunks, "
+            f"first after {first or 0:.3f} s of {total:.3f} s"
+        )
     return answers
 
 
@@ -100,8 +117,18 @@ def main() -> int:
         conform = _eyechart("conform", *common)
         console.rule("load: eyechart load (captioning-mixed, Poisson 4 req/s, 20 s)")
         load = _eyechart(
-            "load", *common, "--workload", "captioning-mixed", "--rate", "4", "--arrival", "poisson",
-            "--duration", "20s", "--slo", "ttft_p95<=3s,error_rate<=1%",
+            "load",
+            *common,
+            "--workload",
+            "captioning-mixed",
+            "--rate",
+            "4",
+            "--arrival",
+            "poisson",
+            "--duration",
+            "20s",
+            "--slo",
+            "ttft_p95<=3s,error_rate<=1%",
         )
     console.rule("done")
     console.print(f"conform exit {conform}, load exit {load}")

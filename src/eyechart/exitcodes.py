@@ -8,7 +8,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # a conformance MUST failed or an SLO was breached
     USAGE = 2  # usage or configuration error, target unreachable
     REGRESSION = 3  # regression against a baseline
-    INVALID_RUN = 4  # the run itself is invalid (harness saturated, schedule lag over budget, too few samples)
+    INVALID_RUN = 4  # the run is invalid: harness saturated, schedule lag over budget, too few samples
 
 
 EXIT_CODES_HELP = """exit codes:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from rich_argparse import RawDescriptionRichHelpFormatter
@@ -33,12 +32,10 @@ class _Formatter(RawDescriptionRichHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    if os.environ.get("NO_COLOR"):
-        _Formatter.styles = {k: "none" for k in _Formatter.styles}
     parser = argparse.ArgumentParser(
         prog="eyechart",
-        description="An eye exam for OpenAI-compatible vision chat APIs: conformance, load, reference target.\n"
-        "Without --base-url, `conform` and `load` start the embedded target themselves.",
+        description="An eye exam for OpenAI-compatible vision chat APIs: conformance, load, reference target."
+        "\nWithout --base-url, `conform` and `load` start the embedded target themselves.",
         epilog=EXIT_CODES_HELP,
         formatter_class=_Formatter,
     )

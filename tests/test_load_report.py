@@ -140,3 +140,30 @@ def test_terminal_summary_without_colour(monkeypatch) -> None:
     out = buf.getvalue()
     assert "ttft" in out and "exit 0" in out and "goodput" in out
     assert not re.search(r"\x1b\[[0-9;]*(3|9)[0-7]m", out)  # no colour codes (bold is fine)
+
+
+def test_plots_are_well_formed_svg_that_show_the_data() -> None:
+    from eyechart.report import plots
+
+    # 3 buckets of 10, 20 and 70 requests: three bars whose heights keep the proportions
+    svg = plots.distributions({"ttft": [(1_000, 10), (10_000, 20), (100_000, 70)], "itl": []})
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    bars = [float(r.get("height", 0)) for r in root.iter(f"{ns}rect") if r.get("fill") != "none"]
+    assert len(bars) == 3 and abs(bars[2] / bars[0] - 7.0) < 0.05 and abs(bars[1] / bars[0] - 2.0) < 0.05
+    assert plots.distributions({"itl": []}) == ""
+    rows = [
+        {"t_s": float(t), "res_s": 1.0, "requests_per_s": 5.0, "output_tokens_per_s": 50.0,
+         "ttft_mean_ms": None if t == 2 else 100.0, "e2e_mean_ms": 300.0, "e2e_max_ms": 400.0,
+         "errors_per_s": 1.0 if t == 3 else 0.0}
+        for t in range(6)
+    ]  # fmt: skip
+    series = plots.time_series(rows)
+    panels = [ET.fromstring(p) for p in series.split("<br>")]
+    assert len(panels) == 4
+    lines = [pl for pl in panels[2].iter(f"{ns}polyline")]
+    assert len(lines) == 4  # TTFT broken by its missing sample into two lines, E2E mean, E2E max
+    assert len([r for r in panels[3].iter(f"{ns}rect") if r.get("fill") == plots.RED]) == 1
+    scatter = ET.fromstring(plots.bytes_vs_ttft([(2048.0, 10.0), (4096.0, 20.0)]))
+    assert len(list(scatter.iter(f"{ns}circle"))) == 2
+    assert "&lt;b&gt;" in plots._Panel(100, 100, (0, 1), (0, 1), title="<b>").svg()

@@ -159,3 +159,37 @@ def test_ctrl_c_still_writes_a_partial_report(target: RunningTarget, tmp_path: P
     assert summary["requests"]["total"] >= 1
     assert "report:" in out and str(run) in out
     assert _records(run)
+
+
+def test_url_transport_goes_through_the_fixture_server(tmp_path: Path) -> None:
+    # embedded target (started by eyechart load with --allow-private-urls), fixture server started too
+    wl = tmp_path / "mix.toml"
+    wl.write_text(
+        "images_per_request = 1\nmax_tokens = 8\ntransport = { base64 = 1, url = 1 }\nvariants = 16\n"
+        '[[images]]\nfixture = "png-rgb"\n'
+        '[[images]]\nsynthetic = { width = 64, height = 48, format = "jpeg", count = 2 }\n'
+        '[[prompts]]\nkind = "caption"\ntext = "Describe this image."\n'
+    )
+    code, run, out = _load(
+        ["--workload", str(wl), "--users", "2", "--requests", "12", "--min-requests", "4",
+         "--target-arg=--speed=20"],
+        tmp_path,
+    )  # fmt: skip
+    assert code == 0, out
+    assert run is not None
+    records = _records(run)
+    by_transport = {t: [r for r in records if r["transport"] == t] for t in ("url", "base64")}
+    assert by_transport["url"] and by_transport["base64"], [r["transport"] for r in records]
+    assert all(r["error_class"] is None for r in records), [r["error"] for r in records]
+    # the target really fetched each URL image from the fixture server the run started
+    served = int(out.split("fixture server: ")[1].split()[0])
+    assert served >= len(by_transport["url"])
+    # a fixture server the target cannot reach shows up as failed requests, not as silence
+    code, run, out = _load(
+        ["--workload", str(wl), "--users", "1", "--requests", "4", "--min-requests", "1",
+         "--fixture-url", "http://127.0.0.1:9", "--target-arg=--speed=20"],
+        tmp_path / "unreachable",
+    )  # fmt: skip
+    assert run is not None, out
+    failed = [r for r in _records(run) if r["transport"] == "url"]
+    assert failed and all(r["error_class"] == "4xx" for r in failed), failed

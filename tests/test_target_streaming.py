@@ -188,3 +188,53 @@ def test_zero_latency_answers_in_one_write(stream: bool) -> None:
         assert r.status_code == 200 and len(pieces) == 1
         if stream:
             assert pieces[0].endswith(b"data: [DONE]\n\n") and pieces[0].count(b'"content"') > 10
+
+
+def test_ignore_eos_and_min_tokens_give_answers_of_an_exact_length() -> None:
+    with start_target(args=["--latency", "zero"]) as t:
+        headers = {"Authorization": f"Bearer {t.api_key}"}
+        url = f"{t.base_url}/chat/completions"
+        text_only = [{"role": "user", "content": "Count words."}]
+        with httpx.Client(timeout=10) as http:
+
+            def ask(stream: bool, **extra: Any) -> tuple[list[str], str, int]:
+                body = {"model": t.model, "messages": text_only, "stream": stream, **extra}
+                if stream:
+                    body["stream_options"] = {"include_usage": True}
+                r = http.post(url, json=body, headers=headers)
+                assert r.status_code == 200, r.text
+                if not stream:
+                    choice = r.json()["choices"][0]
+                    return (
+                        [choice["message"]["content"]],
+                        choice["finish_reason"],
+                        r.json()["usage"]["completion_tokens"],
+                    )
+                events = [json.loads(e) for e in sse_events(r.content)[:-1]]
+                pieces = [
+                    c["delta"]["content"] for e in events for c in e["choices"] if c["delta"].get("content")
+                ]
+                finish = next(c["finish_reason"] for e in events for c in e["choices"] if c["finish_reason"])
+                return pieces, finish, events[-1]["usage"]["completion_tokens"]
+
+            natural, finish, n = ask(True, max_tokens=4096)
+            assert finish == "stop" and len(natural) == n < 256
+            pieces, finish, n = ask(True, max_tokens=256, ignore_eos=True)
+            assert len(pieces) == n == 256 and finish == "length"
+            assert pieces[: len(natural)] == natural  # the answer, then deterministic filler words
+            assert all(p.startswith(" ") and p[1:].isalpha() for p in pieces[len(natural) :])
+            assert ask(True, max_tokens=256, ignore_eos=True)[0] == pieces
+            whole, finish, n = ask(False, max_tokens=256, ignore_eos=True)
+            assert whole == ["".join(pieces)] and finish == "length" and n == 256
+            # min_tokens: at least that many, then the answer may end by itself before max_tokens
+            pieces, finish, n = ask(True, max_tokens=400, min_tokens=300)
+            assert len(pieces) == n == 300 and finish == "stop"
+            pieces, finish, n = ask(True, max_tokens=300, min_tokens=300)
+            assert len(pieces) == n == 300 and finish == "length"
+            # a stop string still ends the answer; bad values are a 400 naming the parameter
+            pieces, finish, _ = ask(True, max_tokens=256, ignore_eos=True, stop=natural[1].strip())
+            assert len(pieces) < len(natural) and finish == "stop"
+            for bad in ({"ignore_eos": "yes"}, {"min_tokens": 10, "max_tokens": 5}, {"min_tokens": -1}):
+                r = http.post(url, json={"model": t.model, "messages": text_only, **bad}, headers=headers)
+                assert r.status_code == 400, (bad, r.text)
+                assert r.json()["error"]["param"] in bad, r.text

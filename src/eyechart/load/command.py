@@ -8,8 +8,11 @@ examples:
   eyechart load --rate 5 --arrival gamma --burstiness 2 --requests 500   # open loop, bursty
   eyechart load --base-url https://api.example.com/v1/openai --model my-vlm \\
       --slo "ttft_p95<=2s,itl_p99<=80ms,error_rate<=1%,goodput>=95%" --baseline reports/base-load
+  eyechart load --base-url http://10.0.0.7:8000/v1 --fixture-host 0.0.0.0 --fixture-url http://10.0.0.5:8900
 
 The API key comes from --api-key or $EYECHART_API_KEY and is never written to any report or log.
+A workload with URL transport (captioning-mixed sends 30 % of its images as URLs) gets a fixture
+server started here; the embedded target is then allowed to fetch from loopback (--allow-private-urls).
 Open loop (--rate) keeps every request's intended send time: sends that go out late are reported as
 schedule lag and TTFT_sched, never hidden. Warmup/cooldown requests are recorded but not in the stats.
 Each run writes <report-dir>/<time>-load/: summary.json, stages.csv, requests.jsonl.gz, junit.xml,
@@ -39,6 +42,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="ARG",
         help="extra argument for the embedded target, repeatable (e.g. --target-arg=--speed=4)",
+    )
+    f = parser.add_argument_group("fixture server (URL transport: image URLs the target fetches)")
+    f.add_argument("--fixture-host", metavar="HOST", help="bind address (default 127.0.0.1)")
+    f.add_argument(
+        "--fixture-url", metavar="URL", help="public base URL of the fixture server as the target reaches it"
     )
     w = parser.add_argument_group("load")
     w.add_argument("--workload", default="captioning-mixed", help="workload name or .toml file")

@@ -53,6 +53,8 @@ class RunPlan:
     max_cpu: float | None = None
     target_args: tuple[str, ...] = ()
     quiet: bool = False
+    fixture_host: str | None = None
+    fixture_url: str | None = None
 
 
 def parse_duration(text: str) -> float:
@@ -83,7 +85,43 @@ def _check_target(base_url: str, api_key: str | None) -> None:
         raise RunError(f"target {base_url} is unreachable: {type(exc).__name__}: {exc}") from None
 
 
-def locust_command(plan: RunPlan, run_dir: Path, model: str, base_url: str) -> list[str]:
+def _is_private(url: str) -> bool:
+    """True when ``url``'s host is loopback, private or link-local: a target refuses to fetch from it
+    unless told otherwise (the reference target's ``--allow-private-urls``)."""
+    import ipaddress
+    import socket
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            addr = ipaddress.ip_address(socket.gethostbyname(host))
+        except (OSError, ValueError):
+            return False
+    return addr.is_loopback or addr.is_private or addr.is_link_local or addr.is_unspecified
+
+
+def start_fixture_server(plan: RunPlan) -> Any:
+    """The fixture image server for URL transport, on ``--fixture-host`` (default 127.0.0.1) and
+    announced as ``--fixture-url`` when the target reaches it by another address."""
+    from eyechart.images.server import FixtureServer, FixtureServerError
+
+    if plan.fixture_url and not plan.fixture_url.startswith(("http://", "https://")):
+        raise RunError(f"--fixture-url {plan.fixture_url!r} is not an http(s) URL")
+    server = FixtureServer(bind=plan.fixture_host or "127.0.0.1", public_url=plan.fixture_url)
+    try:
+        return server.start()
+    except FixtureServerError as exc:
+        raise RunError(f"cannot start the fixture server: {exc}") from None
+
+
+def locust_command(
+    plan: RunPlan, run_dir: Path, model: str, base_url: str, fixture_url: str | None = None
+) -> list[str]:
     """The Locust command line; it never carries the API key (that goes in the environment)."""
     users = plan.load.users if plan.load.users is not None else plan.max_concurrency
     cmd = [
@@ -112,6 +150,8 @@ def locust_command(plan: RunPlan, run_dir: Path, model: str, base_url: str) -> l
         cmd += ["--max-cpu", str(plan.max_cpu)]
     if plan.processes > 1:
         cmd += ["--processes", str(plan.processes)]
+    if fixture_url:
+        cmd += ["--fixture-url", fixture_url]
     return cmd
 
 
@@ -120,8 +160,13 @@ def execute(plan: RunPlan) -> int:
     from rich.console import Console
 
     console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False, soft_wrap=True)
-    target = None
+    target = fixtures = None
     try:
+        workload = _check_workload(plan.workload)
+        if workload.uses_url:
+            fixtures = start_fixture_server(plan)
+            if not plan.quiet:
+                console.print(f"fixture server {fixtures.base_url} (image URLs the target fetches)")
         if plan.base_url:
             base_url = plan.base_url.rstrip("/")
             api_key = plan.api_key or os.environ.get("EYECHART_API_KEY", "")
@@ -133,8 +178,11 @@ def execute(plan: RunPlan) -> int:
             api_key = plan.api_key or DEFAULT_API_KEY
             if not plan.quiet:
                 console.print("starting the embedded target ...")
+            target_args = plan.target_args
+            if fixtures is not None and _is_private(fixtures.base_url):
+                target_args = ("--allow-private-urls", *target_args)  # it fetches from our fixture server
             try:
-                target = start_target(api_key=api_key, args=plan.target_args)
+                target = start_target(api_key=api_key, args=target_args)
             except TargetStartError as exc:
                 raise RunError(f"cannot start the embedded target: {exc}") from None
             base_url = target.base_url
@@ -147,7 +195,6 @@ def execute(plan: RunPlan) -> int:
                 model = discover_model(base_url, api_key)
             except ModelError as exc:
                 raise RunError(str(exc)) from None
-        _check_workload(plan.workload)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = plan.report_dir / f"{stamp}-load"
         n = 1
@@ -155,21 +202,27 @@ def execute(plan: RunPlan) -> int:
             n += 1
             run_dir = plan.report_dir / f"{stamp}-{n}-load"
         run_dir.mkdir(parents=True)
-        cmd = locust_command(plan, run_dir, model, base_url)
-        return _run_locust(cmd, run_dir, api_key, plan, console)
+        cmd = locust_command(plan, run_dir, model, base_url, fixtures.base_url if fixtures else None)
+        code = _run_locust(cmd, run_dir, api_key, plan, console)
+        if fixtures is not None:
+            served = sum(fixtures.hits(f"/img/{s.value}") for s in workload.images if s.kind == "fixture")
+            console.print(f"fixture server: {served} image fetches", markup=False)
+        return code
     except RunError as exc:
         console.print(f"[bold red]error:[/] {exc}", markup=True)
         return int(ExitCode.USAGE)
     finally:
         if target is not None:
             target.stop()
+        if fixtures is not None:
+            fixtures.stop()
 
 
-def _check_workload(name: str) -> None:
+def _check_workload(name: str) -> Any:
     from eyechart.load.workloads import WorkloadError, load_workload
 
     try:
-        load_workload(name)
+        return load_workload(name)
     except WorkloadError as exc:
         raise RunError(str(exc)) from None
 
@@ -327,4 +380,6 @@ def plan_from_args(args: Any) -> RunPlan:
         max_cpu=args.max_cpu,
         target_args=tuple(args.target_arg or ()),
         quiet=args.quiet,
+        fixture_host=getattr(args, "fixture_host", None),
+        fixture_url=getattr(args, "fixture_url", None),
     )

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import gevent
 from locust import task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
@@ -34,6 +35,7 @@ from eyechart.load.chunks import StreamReader, classify_exception, classify_stat
 from eyechart.load.records import RequestRecord
 
 _monotonic_ns = time.monotonic_ns
+_yield = gevent.sleep  # sleep(0): run the other ready greenlets first
 _READ = 65536
 
 
@@ -84,8 +86,6 @@ class VisionChatUser(FastHttpUser):
         s.record(rec, self._times)
 
     def _sleep(self, seconds: float) -> None:
-        import gevent
-
         gevent.sleep(seconds)
 
     def send(self, template: Any, t_sched: int | None) -> RequestRecord:
@@ -94,21 +94,21 @@ class VisionChatUser(FastHttpUser):
         headers = dict(self._headers)
         headers["X-Request-Id"] = rid
         self._times: list[int] = []
-        t_send = _monotonic_ns()
         rec = RequestRecord(
             request_id=rid,
-            stage=s.stage_of(t_sched if t_sched is not None else t_send),
+            stage=s.stage_of(t_sched if t_sched is not None else _monotonic_ns()),
             case=template.case,
             stream=template.stream,
             transport=template.transport,
             t_sched=t_sched,
-            t_send=t_send,
+            t_send=0,
             images=template.images,
             pixels=template.pixels,
             image_bytes=template.image_bytes,
             wire_bytes=len(template.body),
         )
         try:
+            rec.t_send = _monotonic_ns()  # last thing before the request is written
             resp = self._http.request("POST", self._path, body=template.body, headers=headers)
         except Exception as exc:
             rec.t_end = _monotonic_ns()
@@ -155,6 +155,7 @@ class VisionChatUser(FastHttpUser):
             del buf[:]
             nbytes += len(data)
             feed(data, rec.t_head or _monotonic_ns())
+        first = True
         while not resp.message_complete:
             sock = resp._sock
             if sock is None:
@@ -164,6 +165,12 @@ class VisionChatUser(FastHttpUser):
             if not data:
                 resp.release()
                 break
+            if first:
+                # Streams often become readable together (a batch of tokens). Stamp, then let the other
+                # ready users take their own stamps before this one parses and records: otherwise the
+                # last of N is stamped N parse-and-record times late.
+                first = False
+                _yield()
             resp.feed(data)
             buf = resp._body_buffer
             if buf:

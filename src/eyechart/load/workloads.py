@@ -10,7 +10,8 @@ served by the fixture server), prompts (caption, OCR, compare, text), a ``max_to
     include_usage = true
     images_per_request = { 1 = 3, 2 = 1 }     # weights: 75 % one image, 25 % two
     max_tokens = { 64 = 1, 128 = 1 }          # or a plain integer
-    transport = { base64 = 3, url = 1 }       # url applies to fixture images
+    transport = { base64 = 3, url = 1 }       # share of images; URL images are drawn from the
+                                              # fixture sources (the fixture server serves those)
     [[images]]
     fixture = "photo-landscape"
     [[images]]
@@ -54,7 +55,9 @@ _KNOWN_KEYS = {
     "variants",
     "seed",
     "system",
+    "extra_body",
 }
+_RESERVED_BODY = {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens"}
 
 
 class WorkloadError(ValueError):
@@ -90,6 +93,7 @@ class Workload:
     variants: int = 32
     seed: int = 0
     system: str | None = None
+    extra_body: dict[str, Any] = field(default_factory=dict)  # e.g. vLLM's ignore_eos
 
     @property
     def text_only(self) -> bool:
@@ -212,6 +216,10 @@ def parse_workload(data: Mapping[str, Any], path: Path) -> Workload:
         raise err("images", "must be an array of tables ([[images]])")
     if max(ipr) > 0 and not images:
         raise err("images", "images_per_request asks for images but no [[images]] source is given")
+    if transport.get("url", 0) > 0 and images and not any(s.kind == "fixture" for s in images):
+        raise err(
+            "transport", 'url needs at least one fixture image (fixture = "name"): only those are served'
+        )
 
     prompts_raw = data.get("prompts")
     if not isinstance(prompts_raw, list) or not prompts_raw:
@@ -252,6 +260,12 @@ def parse_workload(data: Mapping[str, Any], path: Path) -> Workload:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise err("description", "must be a string")
+    extra_body = data.get("extra_body", {})
+    if not isinstance(extra_body, Mapping):
+        raise err("extra_body", "must be a table of request fields, e.g. { ignore_eos = true }")
+    clash = sorted(set(extra_body) & _RESERVED_BODY)
+    if clash:
+        raise err(f"extra_body.{clash[0]}", "is set by the workload's own keys; use those")
     return Workload(
         name=name,
         path=path,
@@ -267,6 +281,7 @@ def parse_workload(data: Mapping[str, Any], path: Path) -> Workload:
         variants=variants,
         seed=seed,
         system=system,
+        extra_body=dict(extra_body),
     )
 
 
@@ -412,6 +427,7 @@ def build_templates(
     """
     rng = random.Random(workload.seed)
     pool = [] if workload.text_only else _load_images(workload)
+    servable = [img for img in pool if img.fixture is not None]
     encoded: dict[str, str] = {}
     templates: list[Template] = []
     for n in range(workload.variants):
@@ -426,7 +442,10 @@ def build_templates(
         for _ in range(count):
             img = rng.choice(pool)
             transport = _pick(rng, workload.transport)
-            if transport == "url" and img.fixture is not None and url_for is not None:
+            if transport == "url" and servable and url_for is not None:
+                if img.fixture is None:  # the URL share is a share of images: take a servable one
+                    img = rng.choice(servable)
+                assert img.fixture is not None
                 url = url_for(img.fixture)
                 used.add("url")
             else:
@@ -446,6 +465,7 @@ def build_templates(
         body: dict[str, Any] = {"model": model, "messages": messages, max_tokens_param: max_tokens}
         if workload.temperature is not None:
             body["temperature"] = workload.temperature
+        body.update(workload.extra_body)
         if workload.stream:
             body["stream"] = True
             if workload.include_usage:

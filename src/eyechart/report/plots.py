@@ -1,57 +1,201 @@
-"""Plots for the load report as inline SVG strings (matplotlib, Agg backend).
+"""Plots for the load report as small hand-made inline SVG (no plotting library).
 
-Imported only when a report is written, never on the load generator's hot path: matplotlib takes
-about a second to import. SVG text stays text (``svg.fonttype = none``) so the report is small and
-searchable, and nothing is fetched from the network.
+Written by hand on purpose: matplotlib's import and render cost about 1.8 s of CPU per report, which is
+work outside the load window (the bench holds the whole invocation to 1.1x the window's CPU). These
+charts need only axes with ticks, bars, lines and dots. Text stays text, every label is escaped, and
+nothing is fetched from the network, so the report stays self-contained and offline.
 """
 
 from __future__ import annotations
 
-import io
+import html
+import itertools
 import math
 from collections.abc import Sequence
-from typing import Any
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-from matplotlib.ticker import FuncFormatter, NullFormatter
-
-plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3})
 
 Buckets = Sequence[tuple[int, int]]  # (value in µs, count), ascending
 
+BLUE, ORANGE, GREEN, GREY, RED = "#3b6ea5", "#d08c2c", "#5a9e4b", "#b0b0b0", "#c0392b"
+_L, _R, _T, _B = 52, 12, 22, 34  # margins: room for tick labels, title and axis label
 
-def _svg(fig: Any) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
-    plt.close(fig)
-    text = buf.getvalue()
-    return text[text.find("<svg") :]
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _fmt(v: float) -> str:
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 10_000:
+        return f"{v / 1000:g}k"
+    if a >= 1:
+        return f"{v:g}"
+    return f"{v:.3g}"
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    if hi <= lo:
+        hi = lo + 1.0
+    raw = (hi - lo) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    return [round(first + i * step, 12) for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    mults = (1, 2, 5) if len(decades) <= 4 else (1,)
+    return [m * 10.0**d for d in decades for m in mults if lo <= m * 10.0**d <= hi]
+
+
+class _Panel:
+    """One chart: a plot area with scales, axes, ticks and labels; marks are added as SVG strings."""
+
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        xlim: tuple[float, float],
+        ylim: tuple[float, float],
+        *,
+        title: str = "",
+        xlabel: str = "",
+        ylabel: str = "",
+        xlog: bool = False,
+    ) -> None:
+        self.w, self.h, self.xlog = width, height, xlog
+        x0, x1 = xlim
+        if xlog:
+            x0, x1 = math.log10(max(x0, 1e-9)), math.log10(max(x1, 1e-9))
+        self.x0, self.x1 = (x0, x1) if x1 > x0 else (x0, x0 + 1.0)
+        y0, y1 = ylim
+        self.y0, self.y1 = (y0, y1) if y1 > y0 else (y0, y0 + 1.0)
+        self.marks: list[str] = []
+        self.title, self.xlabel, self.ylabel = title, xlabel, ylabel
+        self.xticks = _log_ticks(*xlim) if xlog else _nice_ticks(*xlim)
+        self.yticks = _nice_ticks(*ylim)
+
+    def x(self, v: float) -> float:
+        if self.xlog:
+            v = math.log10(max(v, 1e-9))
+        return _L + (v - self.x0) / (self.x1 - self.x0) * (self.w - _L - _R)
+
+    def y(self, v: float) -> float:
+        return self.h - _B - (v - self.y0) / (self.y1 - self.y0) * (self.h - _T - _B)
+
+    def svg(self) -> str:
+        w, h = self.w, self.h
+        out = [
+            f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' viewBox='0 0 {w} {h}' "
+            "font-family='sans-serif' font-size='10' role='img'>",
+            f"<title>{_e(self.title or self.ylabel)}</title>",
+        ]
+        for t in self.yticks:
+            y = self.y(t)
+            out.append(f"<line x1='{_L}' x2='{w - _R}' y1='{y:.1f}' y2='{y:.1f}' stroke='#e4e4e4'/>")
+            out.append(f"<text x='{_L - 4}' y='{y + 3:.1f}' text-anchor='end'>{_fmt(t)}</text>")
+        for t in self.xticks:
+            x = self.x(t)
+            out.append(f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{_T}' y2='{h - _B}' stroke='#eeeeee'/>")
+            out.append(f"<text x='{x:.1f}' y='{h - _B + 12}' text-anchor='middle'>{_fmt(t)}</text>")
+        out.extend(self.marks)
+        out.append(
+            f"<rect x='{_L}' y='{_T}' width='{w - _L - _R}' height='{h - _T - _B}' "
+            "fill='none' stroke='#888'/>"
+        )
+        if self.title:
+            out.append(
+                f"<text x='{w / 2:.0f}' y='14' text-anchor='middle' font-size='11'>{_e(self.title)}</text>"
+            )
+        if self.xlabel:
+            out.append(
+                f"<text x='{(w + _L) / 2:.0f}' y='{h - 6}' text-anchor='middle'>{_e(self.xlabel)}</text>"
+            )
+        if self.ylabel:
+            cy = (h - _B + _T) / 2
+            out.append(
+                f"<text transform='translate(11,{cy:.0f}) rotate(-90)' text-anchor='middle'>"
+                f"{_e(self.ylabel)}</text>"
+            )
+        out.append("</svg>")
+        return "".join(out)
+
+    def bars(self, edges: Sequence[float], counts: Sequence[float], color: str = BLUE) -> None:
+        base = self.y(self.y0)
+        for (a, b), c in zip(itertools.pairwise(edges), counts, strict=False):
+            if c <= 0:
+                continue
+            x0, x1, top = self.x(a), self.x(b), self.y(c)
+            self.marks.append(
+                f"<rect x='{x0:.1f}' y='{top:.1f}' width='{max(x1 - x0 - 0.5, 0.5):.1f}' "
+                f"height='{base - top:.1f}' fill='{color}'/>"
+            )
+
+    def line(self, xs: Sequence[float], ys: Sequence[float | None], color: str, label: str = "") -> None:
+        segments: list[list[str]] = [[]]
+        for xv, yv in zip(xs, ys, strict=False):
+            if yv is None or not math.isfinite(yv):
+                segments.append([])
+            else:
+                segments[-1].append(f"{self.x(xv):.1f},{self.y(yv):.1f}")
+        for seg in segments:
+            if len(seg) > 1:
+                pts = " ".join(seg)
+                self.marks.append(
+                    f"<polyline points='{pts}' fill='none' stroke='{color}' stroke-width='1.4'/>"
+                )
+            elif seg:
+                cx, cy = seg[0].split(",")
+                self.marks.append(f"<circle cx='{cx}' cy='{cy}' r='1.5' fill='{color}'/>")
+        if label:
+            n = sum(1 for m in self.marks if m.startswith("<text class='legend'"))
+            y = _T + 12 + 12 * n
+            self.marks.append(
+                f"<text class='legend' x='{_L + 8}' y='{y}' fill='{color}'>&#9472; {_e(label)}</text>"
+            )
+
+    def dots(self, points: Sequence[tuple[float, float]], color: str = BLUE) -> None:
+        self.marks.extend(
+            f"<circle cx='{self.x(a):.1f}' cy='{self.y(b):.1f}' r='2' fill='{color}' fill-opacity='0.5'/>"
+            for a, b in points
+        )
+
+
+def _hist(values: Sequence[float], weights: Sequence[float], edges: Sequence[float]) -> list[float]:
+    counts = [0.0] * (len(edges) - 1)
+    last = len(counts) - 1
+    for v, w in zip(values, weights, strict=False):
+        lo, hi = 0, last
+        while lo < hi:  # the bin whose right edge is the first above v
+            mid = (lo + hi) // 2
+            if edges[mid + 1] < v:
+                lo = mid + 1
+            else:
+                hi = mid
+        counts[lo] += w
+    return counts
 
 
 def distributions(named: dict[str, Buckets]) -> str:
     """One panel per latency: counts over log-spaced bins (ms), from the HDR histogram buckets."""
-    shown = {k: v for k, v in named.items() if v}
-    if not shown:
-        return ""
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 2.8), squeeze=False)
-    for ax, (name, buckets) in zip(axes[0], shown.items(), strict=True):
+    out = []
+    for name, buckets in named.items():
+        if not buckets:
+            continue
         values = [max(v, 1) / 1000 for v, _ in buckets]
-        weights = [c for _, c in buckets]
+        weights = [float(c) for _, c in buckets]
         lo, hi = min(values), max(values)
         if hi <= lo:
             hi = lo * 1.1 + 0.001
-        bins = [lo * (hi / lo) ** (i / 40) for i in range(41)]
-        ax.hist(values, bins=bins, weights=weights, color="#3b6ea5")
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel(f"{name} (ms)")
-        ax.set_ylabel("count")
-        ax.set_title(name)
-    return _svg(fig)
+        edges = [lo * (hi / lo) ** (i / 40) for i in range(41)]
+        counts = _hist(values, weights, edges)
+        p = _Panel(320, 220, (lo, hi), (0, max(counts) * 1.05), title=name, xlabel=f"{name} (ms)",
+                   ylabel="count", xlog=True)  # fmt: skip
+        p.bars(edges, counts)
+        out.append(p.svg())
+    return "".join(out)
 
 
 def time_series(rows: Sequence[dict[str, float]]) -> str:
@@ -59,45 +203,58 @@ def time_series(rows: Sequence[dict[str, float]]) -> str:
     if not rows:
         return ""
     t = [r["t_s"] for r in rows]
-    fig, (a, b, c) = plt.subplots(3, 1, figsize=(8.5, 6.2), sharex=True)
-    a.plot(t, [r["requests_per_s"] for r in rows], label="requests/s", color="#3b6ea5")
-    a2 = a.twinx()
-    a2.plot(t, [r["output_tokens_per_s"] for r in rows], label="output tokens/s", color="#d08c2c")
-    a.set_ylabel("requests/s")
-    a2.set_ylabel("output tokens/s")
-    a.set_title("throughput (blue: requests/s, orange: output tokens/s)")
-    lines = (
-        ("ttft_mean_ms", "TTFT mean", "#3b6ea5"),
-        ("e2e_mean_ms", "E2E mean", "#5a9e4b"),
-        ("e2e_max_ms", "E2E max", "#b0b0b0"),
+    span = (min(t), max(t) if max(t) > min(t) else min(t) + 1)
+
+    def panel(title: str, ylabel: str, series: Sequence[tuple[str, str, str]], xlabel: str = "") -> str:
+        ymax = max((r[k] or 0 for k, _, _ in series for r in rows), default=0) or 1.0
+        p = _Panel(660, 170, span, (0, ymax * 1.08), title=title, ylabel=ylabel, xlabel=xlabel)
+        for key, label, color in series:
+            p.line(t, [r[key] for r in rows], color, label if len(series) > 1 else "")
+        return p.svg()
+
+    errors = _Panel(660, 150, span, (0, max(r["errors_per_s"] for r in rows) * 1.08 or 1.0),
+                    title="errors", ylabel="errors/s", xlabel="seconds since the first request")  # fmt: skip
+    width = rows[0].get("res_s", 1.0) or 1.0
+    for r in rows:
+        errors.bars((r["t_s"] - width / 2, r["t_s"] + width / 2), (r["errors_per_s"],), RED)
+    return "<br>".join(
+        (
+            panel("requests/s", "requests/s", [("requests_per_s", "requests/s", BLUE)]),
+            panel("output tokens/s", "tokens/s", [("output_tokens_per_s", "output tokens/s", ORANGE)]),
+            panel(
+                "latency",
+                "ms",
+                [
+                    ("ttft_mean_ms", "TTFT mean", BLUE),
+                    ("e2e_mean_ms", "E2E mean", GREEN),
+                    ("e2e_max_ms", "E2E max", GREY),
+                ],
+            ),
+            errors.svg(),
+        )
     )
-    for key, label, color in lines:
-        b.plot(t, [r[key] if r[key] is not None else math.nan for r in rows], label=label, color=color)
-    b.set_ylabel("ms")
-    b.legend(loc="upper left", fontsize=7)
-    b.set_title("latency")
-    c.bar(t, [r["errors_per_s"] for r in rows], width=rows[0].get("res_s", 1.0), color="#c0392b")
-    c.set_ylabel("errors/s")
-    c.set_xlabel("seconds since the first request")
-    c.set_title("errors")
-    return _svg(fig)
 
 
 def tokens_per_chunk(values: Sequence[float]) -> str:
     if not values:
         return ""
-    fig, ax = plt.subplots(figsize=(4.2, 2.8))
-    ax.hist(values, bins=30, color="#3b6ea5")
-    ax.set_xlabel("completion tokens per content chunk (per request)")
-    ax.set_ylabel("requests")
-    return _svg(fig)
+    lo, hi = min(values), max(values)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = [lo + (hi - lo) * i / 30 for i in range(31)]
+    counts = _hist(values, [1.0] * len(values), edges)
+    p = _Panel(360, 220, (lo, hi), (0, max(counts) * 1.05),
+               xlabel="completion tokens per content chunk (per request)", ylabel="requests")  # fmt: skip
+    p.bars(edges, counts)
+    return p.svg()
 
 
 def bytes_vs_ttft(points: Sequence[tuple[float, float]]) -> str:
     if not points:
         return ""
-    fig, ax = plt.subplots(figsize=(4.8, 3.2))
-    ax.scatter([p[0] / 1024 for p in points], [p[1] for p in points], s=6, alpha=0.5, color="#3b6ea5")
-    ax.set_xlabel("encoded image bytes per request (KiB)")
-    ax.set_ylabel("TTFT (ms)")
-    return _svg(fig)
+    pts = [(a / 1024, b) for a, b in points]
+    xs, ys = [a for a, _ in pts], [b for _, b in pts]
+    xlim, ylim = (min(0.0, min(xs)), max(xs) * 1.05 or 1.0), (min(0.0, min(ys)), max(ys) * 1.05 or 1.0)
+    p = _Panel(400, 250, xlim, ylim, xlabel="encoded image bytes per request (KiB)", ylabel="TTFT (ms)")
+    p.dots(pts)
+    return p.svg()

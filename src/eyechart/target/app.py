@@ -119,6 +119,8 @@ class ChatRequest:
     max_tokens: int | None
     stop: list[str]
     seed: int | None
+    min_tokens: int = 0  # vLLM's extension: no end of answer before this many tokens
+    ignore_eos: bool = False  # vLLM's extension: run to max_tokens (only a stop string ends earlier)
 
 
 def _bad(message: str, param: str | None, code: str = "invalid_value") -> ApiError:
@@ -242,6 +244,14 @@ def parse_chat(body: Any) -> ChatRequest:
     max_completion = _int_option(body, "max_completion_tokens", 1)
     if max_completion is not None:
         max_tokens = max_completion if max_tokens is None else min(max_tokens, max_completion)
+    min_tokens = _int_option(body, "min_tokens", 0) or 0
+    if max_tokens is not None and min_tokens > max_tokens:
+        raise _bad(f"'min_tokens' ({min_tokens}) must be <= max_tokens ({max_tokens})", "min_tokens")
+    ignore_eos = body.get("ignore_eos", False)
+    if ignore_eos is None:
+        ignore_eos = False
+    if not isinstance(ignore_eos, bool):
+        raise _bad("'ignore_eos' must be a boolean", "ignore_eos", "invalid_type")
     n = _int_option(body, "n", 1)
     if n is not None and n != 1:
         raise _bad("only n=1 is supported", "n", "unsupported_value")
@@ -269,18 +279,36 @@ def parse_chat(body: Any) -> ChatRequest:
         max_tokens=max_tokens,
         stop=[s for s in stop if s],
         seed=seed,
+        min_tokens=min_tokens,
+        ignore_eos=ignore_eos,
     )
 
 
-def shape_answer(text: str, stop: Sequence[str], max_tokens: int | None) -> tuple[list[str], str]:
+# Words that lengthen an answer past its natural end (min_tokens, ignore_eos): one token each, so a
+# load test asking for N tokens gets exactly N one-word chunks.
+FILLER = (" and", " the", " image", " shows", " more", " of", " the", " same")
+
+
+def shape_answer(
+    text: str, stop: Sequence[str], max_tokens: int | None, min_tokens: int = 0, ignore_eos: bool = False
+) -> tuple[list[str], str]:
     """The pieces to stream and the finish reason: the earliest ``stop`` hit ends the text (the stop
-    string itself is not returned); a cap reached first gives ``length``."""
+    string itself is not returned); a cap reached first gives ``length``.
+
+    Like vLLM, ``ignore_eos`` runs the answer on to ``max_tokens`` and ``min_tokens`` keeps it going at
+    least that long (a stop string still ends it): the text continues with :data:`FILLER` words,
+    deterministically, so a load test can ask for answers of an exact length.
+    """
     finish = "stop"
     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
     if cut >= 0:
         text = text[:cut]
     pieces = tokens.split_tokens(text)
-    if max_tokens is not None and len(pieces) > max_tokens:
+    want = max_tokens if ignore_eos and max_tokens is not None else min_tokens
+    extended = cut < 0 and len(pieces) < want
+    if extended:
+        pieces += [FILLER[i % len(FILLER)] for i in range(want - len(pieces))]
+    if max_tokens is not None and len(pieces) >= max_tokens and (extended or len(pieces) > max_tokens):
         pieces = pieces[:max_tokens]
         finish = "length"
     return pieces, finish
@@ -615,7 +643,7 @@ def _start_answer(
 
     def work() -> tuple[list[str], str]:
         text = vision_answer(chat.prompt, images, chat.seed)
-        return shape_answer(text, chat.stop, cap)
+        return shape_answer(text, chat.stop, cap, chat.min_tokens, chat.ignore_eos)
 
     loop = asyncio.get_running_loop()
     if not images:

@@ -176,7 +176,7 @@ def _num(x: Any) -> str:
 
 
 def render_html(summary: Mapping[str, Any], stats: LoadStats, stages: Sequence[Mapping[str, Any]]) -> str:
-    from eyechart.report import plots  # lazy: matplotlib never loads on the hot path
+    from eyechart.report import plots
 
     code = summary.get("verdict", {}).get("exit_code", 0)
     parts = [

@@ -270,22 +270,12 @@ def _result(
 
 
 def _longrepr(result: CheckResult, call: pytest.CallInfo[None]) -> str:
-    ev = result.evidence
-    lines = [f"[{result.severity}] {result.id}: {result.message}", f"  clause: {result.clause}"]
-    for key in ("expected", "got", "pointer"):
-        if ev.get(key) is not None:
-            lines.append(f"  {key}: {ev[key]}")
-    ex = ev.get("exchange") or {}
-    if ex:
-        lines.append(
-            f"  exchange: {ex.get('request', {}).get('method', '')} {ex.get('request', {}).get('url', '')}"
-            f" -> {ex.get('status')} {ex.get('error') or ''}".rstrip()
-        )
-    if ev.get("reproducer"):
-        lines.append("  reproduce:\n    " + ev["reproducer"].replace("\n", "\n    "))
+    from eyechart.report.conformance import finding_text
+
+    text = finding_text(result).replace("\n", "\n  ")
     if result.status == "error" and call.excinfo is not None:
-        lines.append(str(call.excinfo.getrepr(style="short")))
-    return "\n".join(lines)
+        text += "\n" + str(call.excinfo.getrepr(style="short"))
+    return text
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

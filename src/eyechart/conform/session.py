@@ -3,9 +3,10 @@
 One :class:`Session` per run holds the target's base URL, key, model and profile, an httpx client
 with bounded timeouts, and (lazily) the fixture image server for URL cases. Every request goes
 through :meth:`Session.request`, which records the :class:`~eyechart.wire.exchange.Exchange` for the
-current check, so a finding always has its evidence and a curl reproducer. Chat bodies are validated
-against the request schema before sending: a request the harness built wrong raises
-:class:`~eyechart.conform.checks.HarnessBug` instead of being blamed on the server.
+current check, so a finding always has its evidence and a curl reproducer. Bodies are assembled with
+the request builder (:mod:`eyechart.wire.build`) and checked against the request schema before
+sending: a request the harness built wrong raises :class:`~eyechart.wire.build.HarnessBug` instead of
+being blamed on the server.
 
     ex = api.chat(api.vision_body(images=["png-rgb"], prompt="What colour?", max_tokens=16))
     ex, stream = api.stream(api.vision_body(images=["jpeg-rgb"]))
@@ -24,8 +25,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from eyechart.conform.checks import CheckFailed, HarnessBug
+from eyechart.conform.checks import CheckFailed, fail, skip
 from eyechart.profiles import Profile
+from eyechart.wire import build
 
 if TYPE_CHECKING:
     from eyechart.images.server import FixtureServer
@@ -38,7 +40,7 @@ PROBE_TIMEOUT = 5.0
 STREAM_TIMEOUT = 60.0  # a whole stream; an endless one is cut here
 HUNG_AFTER = 3  # consecutive timeouts after which the target counts as hung
 HUNG_REPROBE_S = 5.0  # while hung, at most one quick /models probe per this many seconds
-BODY_HEAD_BYTES = 2048
+DEFAULT_CAP = 32  # completion tokens a body asks for unless a case says otherwise: keeps runs fast
 # The embedded target fetches from our loopback fixture server, and runs its latency model 10x faster:
 # streams still arrive token by token (incremental delivery stays checkable) but the suite is quick.
 EMBEDDED_TARGET_ARGS = ("--allow-private-urls", "--speed", "10")
@@ -244,16 +246,13 @@ class Session:
 
     # ------------------------------------------------------------------ bodies
 
-    def image_part(self, image: str, *, url: bool = False, detail: str | None = None) -> dict[str, Any]:
+    def image_part(self, image: str, *, url: bool = False, detail: str | None = None) -> build.Part:
         """An ``image_url`` part: ``image`` is a fixture name, a data URI or any URL (``scheme://``)."""
         if image.startswith("data:") or "://" in image:
             ref = image
         else:
             ref = self.fixture_url(image) if url else self.data_uri(image)
-        inner: dict[str, Any] = {"url": ref}
-        if detail is not None:
-            inner["detail"] = detail
-        return {"type": "image_url", "image_url": inner}
+        return build.image_part(ref, detail)
 
     def vision_body(
         self,
@@ -265,50 +264,44 @@ class Session:
         system: str | None = None,
         **opts: Any,
     ) -> dict[str, Any]:
-        """A one-turn chat body with ``images`` (fixture names, data URIs or URLs) and ``prompt``.
-
-        ``max_tokens`` defaults to 32 (under the profile's parameter name) to keep runs fast;
-        every other keyword becomes a top-level request field.
-        """
-        parts: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
-        parts += [self.image_part(i, url=url) for i in images]
-        messages: list[dict[str, Any]] = []
-        if system is not None:
-            messages.append({"role": "system", "content": system})
-        messages.append({"role": "user", "content": parts})
+        """A one-turn chat body with ``images`` (fixture names, data URIs or URLs) and ``prompt``
+        (the user content is always a list of parts); keywords as for :meth:`body`."""
+        parts = [build.text_part(prompt), *(self.image_part(i, url=url) for i in images)]
+        messages = [build.system(system)] if system is not None else []
+        messages.append(build.user(*parts))
         return self.body(messages, stream=stream, **opts)
 
     def text_body(self, prompt: str = "Say hello.", *, stream: bool = False, **opts: Any) -> dict[str, Any]:
-        """A one-turn text-only chat body."""
-        return self.body([{"role": "user", "content": prompt}], stream=stream, **opts)
+        """A one-turn text-only chat body (the content a plain string); keywords as for :meth:`body`."""
+        return self.body([build.user(prompt)], stream=stream, **opts)
 
-    def body(self, messages: list[dict[str, Any]], *, stream: bool = False, **opts: Any) -> dict[str, Any]:
-        """A chat body for ``messages`` with the model under test and a small token cap."""
-        body: dict[str, Any] = {"model": self.model, "messages": messages}
-        if stream:
-            body["stream"] = True
-        cap_name = self.profile.max_tokens_param
-        if "max_tokens" not in opts and "max_completion_tokens" not in opts:
-            body[cap_name] = 32
-        body.update(opts)
-        return body
+    def body(
+        self,
+        messages: list[build.Message],
+        *,
+        stream: bool = False,
+        max_tokens: int | None = DEFAULT_CAP,
+        **opts: Any,
+    ) -> dict[str, Any]:
+        """A chat body for ``messages`` with the model under test, not yet validated (cases mutate it).
 
-    def cap_of(self, body: Mapping[str, Any]) -> int | None:
-        """The completion-token cap a body asks for, under either parameter name."""
-        for key in ("max_tokens", "max_completion_tokens"):
-            if isinstance(body.get(key), int):
-                return int(body[key])
-        return None
+        ``max_tokens`` is the completion cap under the profile's parameter name (``max_tokens=8`` sends
+        ``max_completion_tokens: 8`` under the openai profile); ``None`` sends no cap. Every other keyword
+        becomes a top-level field as given, so ``max_completion_tokens=...`` names that field itself.
+        """
+        if "max_completion_tokens" in opts:  # the case names the cap field itself
+            max_tokens = None
+        return build.chat_request(
+            self.model,
+            messages,
+            stream=stream,
+            max_tokens=max_tokens,
+            profile=self.profile,
+            validate=False,
+            **opts,
+        )
 
     # ------------------------------------------------------------------ requests
-
-    def validate_request(self, body: Any) -> None:
-        """Raise :class:`HarnessBug` if ``body`` breaks the request schema (the harness's own mistake)."""
-        from eyechart.wire import schemas
-
-        found = schemas.problems("request", body, self.profile)
-        if found:
-            raise HarnessBug(f"the harness built an invalid request: {found[0]} — not sent")
 
     def _key(self, auth: bool | str) -> str | None:
         return self.api_key if auth is True else auth if isinstance(auth, str) else None
@@ -365,7 +358,7 @@ class Session:
     ) -> Exchange:
         """``POST {base}/chat/completions``; ``valid=False`` sends a deliberately invalid body."""
         if valid:
-            self.validate_request(body)
+            build.check_request(body, self.profile)
         return self.request(
             "POST",
             "/chat/completions",
@@ -399,7 +392,7 @@ class Session:
         if isinstance(body, dict) and "stream" not in body:
             body = {**body, "stream": True}
         if valid:
-            self.validate_request(body)
+            build.check_request(body, self.profile)
         self._fail_fast_if_hung("POST", "/chat/completions")
         ex, analysis = exchange.send_stream(
             self.client,
@@ -551,3 +544,31 @@ def json_of(ex: Exchange, what: str = "the response body") -> Any:
         expected="a JSON document",
         got=head or "(empty body)",
     )
+
+
+def first_choice(ex: Exchange, body: Any, what: str = "the response") -> dict[str, Any]:
+    """``choices[0]`` of a chat completion body, or a finding pointing at ``/choices``."""
+    __tracebackhide__ = True
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)):
+        fail(f"{what} has no choices[0]", exchange=ex, pointer="/choices", got=choices)
+    return choices[0]
+
+
+def prompt_tokens(ex: Exchange, profile: Profile, what: str) -> int:
+    """``usage.prompt_tokens`` of a response: a finding when the profile requires usage, else a skip
+    (a check comparing token counts cannot judge a server that does not report them)."""
+    __tracebackhide__ = True
+    body = json_of(ex)
+    usage = body.get("usage") if isinstance(body, dict) else None
+    value = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool):
+        if profile.usage_required:
+            fail(
+                f"{what}: no integer usage.prompt_tokens",
+                exchange=ex,
+                pointer="/usage/prompt_tokens",
+                got=value,
+            )
+        skip(f"no usage.prompt_tokens (profile {profile.name} does not require usage)")
+    return value

@@ -17,7 +17,6 @@ fixed quality settings, fixed seeds.
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import io
@@ -37,6 +36,7 @@ import PIL
 from PIL import Image, ImageDraw, ImageFont
 
 from eyechart import bundled
+from eyechart.wire.build import data_uri as wire_data_uri
 
 # Bump when any recipe changes its bytes: it renames every cached file.
 RECIPES_VERSION = 1
@@ -157,7 +157,7 @@ def data_uri(data: bytes | Path, media_type: str | None = None) -> str:
     if media_type is None:
         fmt = sniff_format(raw)
         media_type = MEDIA_TYPES.get(fmt, "application/octet-stream") if fmt else "application/octet-stream"
-    return f"data:{media_type};base64,{base64.b64encode(raw).decode('ascii')}"
+    return wire_data_uri(raw, media_type)
 
 
 # --------------------------------------------------------------------------------------------------

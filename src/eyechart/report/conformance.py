@@ -22,9 +22,9 @@ from xml.etree import ElementTree as ET
 from eyechart import __version__
 from eyechart.conform.checks import CheckResult
 from eyechart.exitcodes import ExitCode
+from eyechart.wire.exchange import KEY_PLACEHOLDER
 
 SCHEMA_VERSION = 1
-KEY_PLACEHOLDER = "$EYECHART_API_KEY"
 STATUSES = ("fail", "error", "warn", "skip", "pass")  # report order: what needs action first
 SEVERITY_ORDER = {"MUST": 0, "SHOULD": 1, "INFO": 2}
 
@@ -154,7 +154,7 @@ def junit_xml(run: ConformanceRun) -> str:
         cp = ET.SubElement(case, "properties")
         for name, value in (("severity", r.severity), ("status", r.status), ("clause", r.clause)):
             ET.SubElement(cp, "property", name=name, value=value)
-        text = _finding_text(r)
+        text = finding_text(r)
         if r.status == "fail":
             ET.SubElement(case, "failure", message=r.message, type=r.severity).text = text
         elif r.status == "error":
@@ -176,7 +176,8 @@ def _xml_safe(text: str) -> str:
     return "".join(c if c in "\t\n\r" or ord(c) >= 0x20 else f"\\x{ord(c):02x}" for c in text)
 
 
-def _finding_text(r: CheckResult) -> str:
+def finding_text(r: CheckResult) -> str:
+    """A finding as plain text (JUnit bodies and pytest's failure output): evidence and reproducer."""
     ev = r.evidence
     lines = [f"[{r.severity}] {r.id}: {r.message}", f"clause: {r.clause}"]
     for key in ("expected", "got", "pointer"):

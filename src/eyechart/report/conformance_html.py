@@ -13,7 +13,8 @@ from collections import Counter
 from html import escape
 from typing import Any
 
-_STATUSES = ("fail", "error", "warn", "skip", "pass")
+from eyechart.report.conformance import STATUSES as _STATUSES
+
 _VERDICT = {0: "PASS", 1: "FAIL", 2: "USAGE ERROR", 3: "REGRESSION", 4: "INVALID RUN"}
 
 _CSS = """

@@ -1,7 +1,8 @@
 """The request builder: chat requests assembled from parts and checked against request.json before sending.
 
 A request the harness builds wrong must never be blamed on the server, so ``chat_request`` validates its
-result and raises ``HarnessBug`` on any schema problem. Probes that send an invalid request on purpose
+result (``check_request``, which ``eyechart.conform``'s session also runs before sending) and raises
+``HarnessBug`` on any schema problem. Probes that send an invalid request on purpose
 (an empty ``messages``, ``image_url`` as a bare string, ``max_tokens: 0``) say so with ``validate=False``
 or build the body with ``raw_request``::
 
@@ -13,17 +14,19 @@ or build the body with ``raw_request``::
 from __future__ import annotations
 
 import base64
-from typing import Any, Literal
+from typing import Any
 
 from eyechart.profiles import Profile
-from eyechart.wire.schemas import problems
 
 Part = dict[str, Any]
 Message = dict[str, Any]
 
 
-class HarnessBug(AssertionError):
-    """The harness built a request that breaks its own input schema: a bug here, not in the server."""
+class HarnessBug(Exception):
+    """The harness built a request that breaks its own input schema: a bug here, not in the server.
+
+    Not an ``AssertionError``, so a conformance check that hits one ends as a harness error, never as a
+    finding against the target."""
 
 
 def data_uri(data: bytes, mime: str = "image/png") -> str:
@@ -35,8 +38,9 @@ def text_part(text: str) -> Part:
     return {"type": "text", "text": text}
 
 
-def image_part(url: str, detail: Literal["auto", "low", "high"] | None = None) -> Part:
-    """An image by http(s) URL or data URI; ``detail`` only when given (most servers do not support it)."""
+def image_part(url: str, detail: str | None = None) -> Part:
+    """An image by http(s) URL or data URI; ``detail`` (auto, low, high) only when given (most servers
+    do not support it)."""
     image: dict[str, Any] = {"url": url}
     if detail is not None:
         image["detail"] = detail
@@ -100,8 +104,15 @@ def chat_request(
         body[param] = max_tokens
     body.update(options)
     if validate:
-        found = problems("request", body, profile)
-        if found:
-            listed = "; ".join(str(p) for p in found[:5])
-            raise HarnessBug(f"the harness built an invalid request ({len(found)} problem(s)): {listed}")
+        check_request(body, profile)
     return body
+
+
+def check_request(body: Any, profile: Profile | None = None) -> None:
+    """Raise ``HarnessBug`` naming the first problems if ``body`` breaks request.json for ``profile``."""
+    from eyechart.wire.schemas import problems  # jsonschema only when a request is really checked
+
+    found = problems("request", body, profile)
+    if found:
+        listed = "; ".join(str(p) for p in found[:5])
+        raise HarnessBug(f"the harness built an invalid request ({len(found)} problem(s)): {listed}")

@@ -317,6 +317,10 @@ def _scrub(text: str, secret: str | None) -> str:
     return text.replace(secret, KEY_PLACEHOLDER) if secret else text
 
 
+def _scrub_bytes(data: bytes, secret: str | None) -> bytes:
+    return data.replace(secret.encode(), KEY_PLACEHOLDER.encode()) if secret else data
+
+
 def _exchange(
     client: httpx.Client,
     method: str,
@@ -400,18 +404,18 @@ def _exchange(
         _DEADLINE.reset(token)
     ex.t_end_ns = time.monotonic_ns()
     ex.elapsed_s = (ex.t_end_ns - start) / 1e9
-    body = bytes(kept)
-    complete = len(body) == ex.body_bytes
-    if secret and secret.encode() in body:
-        body = body.replace(secret.encode(), KEY_PLACEHOLDER.encode())
-    ex.body = body
+    complete = len(kept) == ex.body_bytes
+    ex.body = _scrub_bytes(bytes(kept), secret)
     if ex.status is not None and ex.error_class is None and complete:
         try:
-            ex.json = json.loads(body)
+            ex.json = json.loads(ex.body)
         except ValueError as exc:
             ex.json_error = f"not JSON: {exc}"
     else:
         ex.json_error = "the body was not read completely"
+    if reader is not None:
+        analysis = reader.close(ex.t_end_ns)
+        analysis.raw = _scrub_bytes(analysis.raw, secret)
     return ex
 
 
@@ -487,8 +491,4 @@ def send_stream(
         body_dir=body_dir,
         secret=secret,
     )
-    analysis = reader.close(ex.t_end_ns)
-    masked = api_key if secret is _UNSET else secret
-    if masked and masked.encode() in analysis.raw:
-        analysis.raw = analysis.raw.replace(masked.encode(), KEY_PLACEHOLDER.encode())
-    return ex, analysis
+    return ex, reader.close()  # closed by the exchange, raw bytes scrubbed

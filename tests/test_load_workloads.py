@@ -44,6 +44,19 @@ def test_compare_workload_sends_at_least_two_images() -> None:
     assert min(t.images for t in templates) >= 2
 
 
+def test_the_sent_mix_follows_the_weights(tmp_path: Path) -> None:
+    """Variants are sent uniformly, so their mix must be the workload's mix, not one random draw of it."""
+    f = tmp_path / "w.toml"
+    f.write_text(
+        "variants = 32\nmax_tokens = { 8 = 1, 64 = 1 }\nimages_per_request = { 1 = 3, 2 = 1 }\n"
+        '[[images]]\nfixture = "png-rgb"\n[[prompts]]\nkind = "caption"\ntext = "hi"\n'
+    )
+    templates = build_templates(load_workload(str(f)), "m")
+    assert sorted(t.max_tokens for t in templates) == [8] * 16 + [64] * 16
+    assert sorted(t.images for t in templates) == [1] * 24 + [2] * 8
+    assert [t.max_tokens for t in templates] != [8] * 16 + [64] * 16  # shuffled, not blocked
+
+
 def test_url_transport_uses_fixture_server_urls(tmp_path: Path) -> None:
     f = tmp_path / "w.toml"
     f.write_text(

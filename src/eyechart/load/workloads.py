@@ -412,6 +412,24 @@ def _pick(rng: random.Random, dist: Mapping[Any, float]) -> Any:
     return rng.choices(keys, weights=[dist[k] for k in keys])[0]
 
 
+def _quota(rng: random.Random, dist: Mapping[Any, float], n: int) -> list[Any]:
+    """``n`` values in the proportions of ``dist`` (largest remainder), shuffled.
+
+    Variants are drawn once and then sent uniformly, so random draws would fix a skewed mix for the
+    whole run (8 of 32 where the weights say half); quotas keep the run's mix within 1/n of the weights.
+    """
+    keys = list(dist)
+    total = sum(dist[k] for k in keys)
+    exact = [dist[k] * n / total for k in keys]
+    counts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(keys)), key=lambda i: exact[i] - counts[i], reverse=True)
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    values = [k for k, c in zip(keys, counts, strict=True) for _ in range(c)]
+    rng.shuffle(values)
+    return values
+
+
 def build_templates(
     workload: Workload,
     model: str,
@@ -430,12 +448,15 @@ def build_templates(
     servable = [img for img in pool if img.fixture is not None]
     encoded: dict[str, str] = {}
     templates: list[Template] = []
-    for n in range(workload.variants):
-        prompt = _pick(rng, {p: p.weight for p in workload.prompts})
-        count = 0 if not pool else int(_pick(rng, workload.images_per_request))
+    n = workload.variants
+    prompts = _quota(rng, {p: p.weight for p in workload.prompts}, n)
+    counts = _quota(rng, workload.images_per_request, n)
+    caps = _quota(rng, workload.max_tokens, n)
+    for prompt, drawn_count, cap in zip(prompts, counts, caps, strict=True):
+        count = 0 if not pool else int(drawn_count)
         if prompt.kind == "compare" and pool:
             count = max(count, 2)
-        max_tokens = int(_pick(rng, workload.max_tokens))
+        max_tokens = int(cap)
         content: list[dict[str, Any]] = [{"type": "text", "text": prompt.text}]
         pixels = image_bytes = 0
         used: set[str] = set()
@@ -483,17 +504,14 @@ def build_templates(
                 max_tokens=max_tokens,
             )
         )
-        del n
     if validate:
         _validate(templates, workload)
     return templates
 
 
 def _validate(templates: list[Template], workload: Workload) -> None:
-    try:
-        from eyechart.wire import schemas
-    except ImportError:  # the wire package is part of eyechart; tolerate a partial checkout
-        return
+    from eyechart.wire import schemas
+
     seen: set[bytes] = set()
     for t in templates:
         if t.body in seen:

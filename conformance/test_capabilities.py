@@ -18,13 +18,8 @@ from eyechart.images import fixtures
 ANSWER_CAP = 200
 
 
-def _cap(api: Session, n: int) -> dict[str, Any]:
-    """The completion-token cap ``n`` under the profile's parameter name, as keyword arguments."""
-    return {api.profile.max_tokens_param: n}
-
-
 def _answer(api: Session, images: list[str], prompt: str) -> tuple[Any, str]:
-    ex = api.chat(api.vision_body(images, prompt, temperature=0, seed=7, **_cap(api, ANSWER_CAP)))
+    ex = api.chat(api.vision_body(images, prompt, temperature=0, seed=7, max_tokens=ANSWER_CAP))
     expect(ex.status == 200, "the probe did not get 200", exchange=ex, expected=200, got=ex.status)
     body = json_of(ex)
     try:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from eyechart.conform.checks import check, expect, fail, skip
-from eyechart.conform.session import Session, json_of
+from eyechart.conform.session import Session, json_of, prompt_tokens
 from eyechart.images import fixtures
 
 IMAGE = "jpeg-rgb"
@@ -25,34 +25,18 @@ GROWING_SIDES = (64, 256, 640, 1200)  # square images, small to past most rescal
 PINNED_SIZES = ((256, 256), (1000, 400), (560, 1500), (300, 27), (1200, 1200), (2000, 500))
 
 
-def _cap(api: Session, n: int) -> dict[str, Any]:
-    """The completion-token cap ``n`` under the profile's parameter name, as keyword arguments."""
-    return {api.profile.max_tokens_param: n}
-
-
 def _deterministic(api: Session, images: list[str], *, url: bool = False, **opts: Any) -> dict[str, Any]:
-    return api.vision_body(images, PROMPT, url=url, temperature=0, seed=7, **_cap(api, 16), **opts)
+    return api.vision_body(images, PROMPT, url=url, temperature=0, seed=7, max_tokens=16, **opts)
 
 
 def _parse(api: Session, ex: Any, what: str) -> tuple[int, str]:
     """(prompt_tokens, content) of a 200 response."""
     __tracebackhide__ = True
     expect(ex.status == 200, f"{what} did not get 200", exchange=ex, expected=200, got=ex.status)
-    body = json_of(ex)
-    usage = body.get("usage") if isinstance(body, dict) else None
-    value = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-    if not isinstance(value, int) or isinstance(value, bool):
-        if api.profile.usage_required:
-            fail(
-                f"{what}: no integer usage.prompt_tokens",
-                exchange=ex,
-                pointer="/usage/prompt_tokens",
-                got=value,
-            )
-        skip(f"no usage.prompt_tokens (profile {api.profile.name} does not require usage)")
-    choices = body.get("choices") or [{}]
+    tokens = prompt_tokens(ex, api.profile, what)
+    choices = json_of(ex).get("choices") or [{}]
     content = ((choices[0] or {}).get("message") or {}).get("content") or ""
-    return int(value), str(content)
+    return tokens, str(content)
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +188,7 @@ def test_formula(api: Session) -> None:
         skip(f"profile {api.profile.name} pins no model (token_rule none): only invariants are checked")
     if rule not in RULES:
         skip(f"no formula for token_rule {rule!r}")
-    text_ex = api.chat(api.text_body(PROMPT, temperature=0, seed=7, **_cap(api, 16)))
+    text_ex = api.chat(api.text_body(PROMPT, temperature=0, seed=7, max_tokens=16))
     text_tokens, _ = _parse(api, text_ex, "the text-only request")
     wrong = []
     last = text_ex

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from eyechart.conform.checks import check, expect, expect_schema, fail, skip
-from eyechart.conform.session import Session, json_of
+from eyechart.conform.session import Session, expect_refusal, json_of
 
 # case -> (what it is, the body, the statuses the contract names)
 Body = Callable[[Session], Any]
@@ -89,15 +89,7 @@ def _all(api: Session, mistakes: dict[str, Any]) -> list[tuple[str, Any]]:
 )
 def test_client_mistake(api: Session, mistakes: dict[str, Any], case: str) -> None:
     what, _, _ = CASES[case]
-    ex = _send(api, mistakes, case)
-    expect(
-        ex.status is not None and 400 <= ex.status < 500,
-        f"{what} did not get a 4xx",
-        exchange=ex,
-        expected="4xx",
-        got=ex.status,
-    )
-    expect_schema("error", json_of(ex, f"the error body for {what}"), ex, api.profile)
+    expect_refusal(_send(api, mistakes, case), what, api.profile)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from eyechart.conform.checks import check, expect, expect_schema, fail, skip
-from eyechart.conform.session import Session, json_of
+from eyechart.conform.checks import check, expect, fail, skip
+from eyechart.conform.session import Session, expect_refusal, json_of, prompt_tokens
 from eyechart.images import fixtures
 from eyechart.pytest_plugin import profile_for
 
@@ -52,11 +52,6 @@ MUST_MODES = (
 SHOULD_MODES = ("jpeg-cmyk", "png-16bit", "jpeg-progressive")
 
 
-def _cap(api: Session, n: int) -> dict[str, Any]:
-    """The completion-token cap ``n`` under the profile's parameter name, as keyword arguments."""
-    return {api.profile.max_tokens_param: n}
-
-
 def _known_formats() -> list[str]:
     have = set(fixtures.names())
     return [f for f, name in FORMAT_FIXTURES.items() if name in have]
@@ -83,21 +78,7 @@ def _ok(ex: Any, what: str) -> None:
 def _refused(api: Session, ex: Any, what: str) -> None:
     """4xx with an error body; a 200 is an invented answer, a 5xx a server fault."""
     __tracebackhide__ = True
-    if ex.status == 200:
-        fail(
-            f"{what} got 200 instead of a 4xx refusal",
-            exchange=ex,
-            expected="4xx with an error body",
-            got=200,
-        )
-    expect(
-        ex.status is not None and 400 <= ex.status < 500,
-        f"{what} did not get a 4xx",
-        exchange=ex,
-        expected="4xx",
-        got=ex.status,
-    )
-    expect_schema("error", json_of(ex, f"the error body for {what}"), ex, api.profile)
+    expect_refusal(ex, what, api.profile, if_200="got 200 instead of a 4xx refusal")
 
 
 def _ok_or_refused(api: Session, ex: Any, what: str) -> None:
@@ -109,21 +90,10 @@ def _ok_or_refused(api: Session, ex: Any, what: str) -> None:
 
 
 def _prompt_tokens(api: Session, ex: Any, what: str) -> int:
+    """``usage.prompt_tokens`` of a response that must be a 200."""
     __tracebackhide__ = True
     _ok(ex, what)
-    body = json_of(ex)
-    usage = body.get("usage") if isinstance(body, dict) else None
-    value = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-    if not isinstance(value, int) or isinstance(value, bool):
-        if api.profile.usage_required:
-            fail(
-                f"{what}: no integer usage.prompt_tokens",
-                exchange=ex,
-                pointer="/usage/prompt_tokens",
-                got=value,
-            )
-        skip(f"no usage.prompt_tokens (profile {api.profile.name} does not require usage)")
-    return int(value)
+    return prompt_tokens(ex, api.profile, what)
 
 
 def _send(
@@ -135,7 +105,7 @@ def _send(
     valid: bool = True,
     timeout: float | None = None,
 ) -> Any:
-    body = api.vision_body(images, prompt, url=url, temperature=0, seed=7, **_cap(api, 8))
+    body = api.vision_body(images, prompt, url=url, temperature=0, seed=7, max_tokens=8)
     return api.chat(body, valid=valid, timeout=timeout)
 
 
@@ -152,7 +122,7 @@ def _count(
         ex = (
             _send(api, list(images))
             if images
-            else api.chat(api.text_body(PROMPT, temperature=0, seed=7, **_cap(api, 8)))
+            else api.chat(api.text_body(PROMPT, temperature=0, seed=7, max_tokens=8))
         )
         cache[images] = (ex, _prompt_tokens(api, ex, f"a request with {len(images)} image(s)"))
     return cache[images]
@@ -395,7 +365,7 @@ def test_url_unreachable(api: Session) -> None:
 def test_detail(api: Session, tokens_of: dict[tuple[str, ...], tuple[Any, int]]) -> None:
     results = {}
     for detail in ("low", "high", "auto"):
-        body = api.vision_body([], PROMPT, temperature=0, seed=7, **_cap(api, 8))
+        body = api.vision_body([], PROMPT, temperature=0, seed=7, max_tokens=8)
         body["messages"][0]["content"].append(api.image_part("png-rgb", detail=detail))
         results[detail] = api.chat(body)
     if api.profile.detail_supported:
@@ -446,7 +416,7 @@ def test_multi_turn(api: Session) -> None:
                 "content": [{"type": "text", "text": "And this one?"}, api.image_part("colour-blue")],
             },
         ]
-        return api.body(messages, temperature=0, seed=7, **_cap(api, 8))
+        return api.body(messages, temperature=0, seed=7, max_tokens=8)
 
     both = api.chat(convo(True))
     got = _prompt_tokens(api, both, "a conversation with an image in each of two turns")

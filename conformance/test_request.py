@@ -147,9 +147,7 @@ def test_profile_roles(api: Session) -> None:
 
 @check("request.option_max_tokens", severity="MUST", clause="2. Options: the profile's token cap parameter")
 def test_option_max_tokens(api: Session) -> None:
-    _accepted(
-        api, api.vision_body([IMAGE], **{api.profile.max_tokens_param: 8}), api.profile.max_tokens_param
-    )
+    _accepted(api, api.vision_body([IMAGE], max_tokens=8), api.profile.max_tokens_param)
 
 
 @check(

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from eyechart.conform.checks import check, expect, expect_schema, fail, skip
-from eyechart.conform.session import Session, json_of, media_type
+from eyechart.conform.session import Session, first_choice, json_of, media_type
 
 IMAGE = "png-rgb"
 CREATED_SKEW_S = 600  # "near now": ten minutes either way covers sane clocks and slow requests
@@ -25,11 +25,7 @@ FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "function_ca
 def answer(api: Session) -> tuple[Any, Any, float, float]:
     """One deterministic vision request: (exchange, parsed body, time sent, time answered)."""
     sent = time.time()
-    ex = api.chat(
-        api.vision_body(
-            [IMAGE], "What is in this image?", temperature=0, seed=7, **{api.profile.max_tokens_param: 24}
-        )
-    )
+    ex = api.chat(api.vision_body([IMAGE], "What is in this image?", temperature=0, seed=7, max_tokens=24))
     done = time.time()
     expect(
         ex.status == 200, "a valid vision request did not get 200", exchange=ex, expected=200, got=ex.status
@@ -50,13 +46,6 @@ def _usage(ex: Any, body: Any, api: Session) -> dict[str, Any]:
             )
         skip(f"no usage in the response (profile {api.profile.name} does not require it)")
     return usage
-
-
-def _first_choice(ex: Any, body: Any) -> dict[str, Any]:
-    choices = body.get("choices") if isinstance(body, dict) else None
-    if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)):
-        fail("the response has no choices[0]", exchange=ex, pointer="/choices", got=choices)
-    return choices[0]
 
 
 @check("response.content_type", severity="MUST", clause="3. Content-Type: application/json")
@@ -160,7 +149,7 @@ def test_strict_spec(api: Session, answer: tuple[Any, Any, float, float]) -> Non
 @check("response.cap_respected", severity="MUST", clause="3. completion_tokens ≤ the cap that was asked for")
 def test_cap_respected(api: Session) -> None:
     cap = 5
-    ex = api.chat(api.vision_body([IMAGE], LONG_PROMPT, **{api.profile.max_tokens_param: cap}))
+    ex = api.chat(api.vision_body([IMAGE], LONG_PROMPT, max_tokens=cap))
     expect(ex.status == 200, "a capped request did not get 200", exchange=ex, expected=200, got=ex.status)
     body = json_of(ex)
     got = _usage(ex, body, api).get("completion_tokens")
@@ -177,12 +166,10 @@ def test_cap_respected(api: Session) -> None:
 @check("response.finish_length", severity="MUST", clause='3. A cap reached → finish_reason "length"')
 def test_finish_length(api: Session) -> None:
     cap = 3
-    ex = api.chat(
-        api.vision_body([IMAGE], LONG_PROMPT, temperature=0, seed=7, **{api.profile.max_tokens_param: cap})
-    )
+    ex = api.chat(api.vision_body([IMAGE], LONG_PROMPT, temperature=0, seed=7, max_tokens=cap))
     expect(ex.status == 200, "a capped request did not get 200", exchange=ex, expected=200, got=ex.status)
     body = json_of(ex)
-    choice = _first_choice(ex, body)
+    choice = first_choice(ex, body)
     usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
     produced = usage.get("completion_tokens")
     if isinstance(produced, int) and produced < cap:
@@ -206,12 +193,12 @@ def test_finish_stop_natural(api: Session) -> None:
             "Name the main colour of this image in one word.",
             temperature=0,
             seed=7,
-            **{api.profile.max_tokens_param: cap},
+            max_tokens=cap,
         )
     )
     expect(ex.status == 200, "the request did not get 200", exchange=ex, expected=200, got=ex.status)
     body = json_of(ex)
-    choice = _first_choice(ex, body)
+    choice = first_choice(ex, body)
     usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
     produced = usage.get("completion_tokens")
     if not isinstance(produced, int) or produced >= cap:
@@ -235,10 +222,10 @@ def test_finish_stop_natural(api: Session) -> None:
 
 @check("response.finish_stop_string", severity="MUST", clause='3. A stop string hit → finish_reason "stop"')
 def test_finish_stop_string(api: Session) -> None:
-    base = api.vision_body([IMAGE], LONG_PROMPT, temperature=0, seed=7, **{api.profile.max_tokens_param: 48})
+    base = api.vision_body([IMAGE], LONG_PROMPT, temperature=0, seed=7, max_tokens=48)
     first = api.chat(base)
     expect(first.status == 200, "the request did not get 200", exchange=first, expected=200, got=first.status)
-    text = _first_choice(first, json_of(first)).get("message", {}).get("content") or ""
+    text = first_choice(first, json_of(first)).get("message", {}).get("content") or ""
     words = [w for w in text.split() if len(w) >= 4 and w.isalpha()]
     if len(words) < 2:
         skip("the answer has too few words to pick a stop string from")
@@ -251,7 +238,7 @@ def test_finish_stop_string(api: Session) -> None:
         expected=200,
         got=ex.status,
     )
-    choice = _first_choice(ex, json_of(ex))
+    choice = first_choice(ex, json_of(ex))
     content = (choice.get("message") or {}).get("content") or ""
     if choice.get("finish_reason") != "stop" and stop not in content and content != text:
         skip(f"the answer changed between two deterministic requests; {stop!r} was never produced")

@@ -1,4 +1,4 @@
-"""CONTRACT.md section 7: security of image fetching (profile knob ``security_probes``).
+"""CONTRACT.md section 7: security of image fetching.
 
 Address probes point image URLs at loopback, link-local (cloud metadata), private and obfuscated
 forms of 127.0.0.1, with the fixture server's canary as the path (and a listener of our own on
@@ -6,9 +6,11 @@ forms of 127.0.0.1, with the fixture server's canary as the path (and a listener
 listen on 169.254.169.254 or 10.0.0.1: there a 4xx is all that can be checked. Address probes are
 skipped, with the contract's reason, when the fixture server itself sits on a loopback or private
 address (local testing: the target must be allowed to fetch from such an address to get any URL image).
-Scheme, drip, lying-length, streamed-size and bomb probes always run when the profile turns probes
-on. Every probe is bounded: the fixture server's slow routes stop by themselves, and the harness
-waits at most ``PROBE_TIMEOUT`` seconds.
+Address, redirect, drip, lying-length and streamed-size probes run only when the profile turns probes
+on (``security_probes``: fetch policy, a deployment choice for self-hosted servers). The scheme and
+decompression-bomb probes run in every profile: they need no reachable fixture and judge "a client
+mistake is 4xx, never 5xx" (section 6), which no deployment choice excuses. Every probe is bounded: the
+fixture server's slow routes stop by themselves, and the harness waits at most ``PROBE_TIMEOUT`` seconds.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from eyechart.conform.checks import check, expect, expect_schema, fail, skip
-from eyechart.conform.session import Session, json_of
+from eyechart.conform.checks import check, expect, fail, skip
+from eyechart.conform.session import Session, expect_refusal
 
 CUT_OFF_S = 15.0  # "cut off within a few seconds": the whole request must end within this bound
 SLOW_ROUTE_S = 40  # the fixture server's slow routes give up after this (longer than CUT_OFF_S)
@@ -46,11 +48,6 @@ SCHEMES = {
     "ftp": "ftp://{host}/img/png-rgb",
     "gopher": "gopher://{host}/_GET%20/img/png-rgb",
 }
-
-
-def _cap(api: Session, n: int) -> dict[str, Any]:
-    """The completion-token cap ``n`` under the profile's parameter name, as keyword arguments."""
-    return {api.profile.max_tokens_param: n}
 
 
 def _probes_on(api: Session) -> None:
@@ -89,27 +86,13 @@ def _address_probes_on(api: Session) -> None:
 
 
 def _send(api: Session, url: str, *, valid: bool = True, timeout: float | None = None) -> Any:
-    body = api.vision_body([url], "Describe this image in one sentence.", **_cap(api, 8))
+    body = api.vision_body([url], "Describe this image in one sentence.", max_tokens=8)
     return api.chat(body, valid=valid, timeout=timeout, allow_transport_error=timeout is not None)
 
 
 def _refused(api: Session, ex: Any, what: str) -> None:
     __tracebackhide__ = True
-    if ex.status == 200:
-        fail(
-            f"{what} was fetched and answered with 200",
-            exchange=ex,
-            expected="4xx with an error body",
-            got=200,
-        )
-    expect(
-        ex.status is not None and 400 <= ex.status < 500,
-        f"{what} did not get a 4xx",
-        exchange=ex,
-        expected="4xx",
-        got=ex.status if ex.status is not None else ex.error,
-    )
-    expect_schema("error", json_of(ex, f"the error body for {what}"), ex, api.profile)
+    expect_refusal(ex, what, api.profile, if_200="was fetched and answered with 200")
 
 
 class CanaryListener:
@@ -207,7 +190,6 @@ def test_redirect_to_private(api: Session, to: str) -> None:
 @pytest.mark.parametrize("scheme", list(SCHEMES))
 @check("security.scheme.{scheme}", severity="MUST", clause="7. file://, ftp://, gopher:// image URLs → 4xx")
 def test_scheme(api: Session, scheme: str) -> None:
-    _probes_on(api)
     host = urlsplit(api.fixtures.base_url).netloc
     url = SCHEMES[scheme].format(host=host)
     _refused(api, _send(api, url, valid=False, timeout=PROBE_TIMEOUT), f"a {scheme}:// image URL")
@@ -272,12 +254,11 @@ def test_size_cap_streaming(api: Session) -> None:
     clause="7. A decompression bomb (small PNG declaring 20000×20000) → 4xx, and the server stays up",
 )
 def test_decompression_bomb(api: Session) -> None:
-    _probes_on(api)
     ex = _send(api, api.data_uri("png-bomb"), timeout=PROBE_TIMEOUT)
     if ex.status is None:
         fail("the decompression bomb got no response", exchange=ex, expected="4xx", got=ex.error)
     _refused(api, ex, "a decompression bomb")
-    after = api.chat(api.vision_body(["colour-red"], **_cap(api, 8)))
+    after = api.chat(api.vision_body(["colour-red"], max_tokens=8))
     expect(
         after.status == 200,
         "after the decompression bomb the server no longer answers a plain request",

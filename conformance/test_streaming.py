@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from eyechart.conform.checks import check, expect, expect_schema, fail, skip
-from eyechart.conform.session import Session, json_of, media_type
+from eyechart.conform.session import Session, first_choice, json_of, media_type
 from eyechart.wire.sse import StreamAnalysis, chunk_findings, read_events
 
 IMAGE = "png-rgb"
@@ -28,13 +28,8 @@ MIN_SPREAD = 0.10  # first content at or before 90 % of the time to the last con
 Stream = tuple[Any, StreamAnalysis]
 
 
-def _cap(api: Session, n: int) -> dict[str, Any]:
-    """The completion-token cap ``n`` under the profile's parameter name, as keyword arguments."""
-    return {api.profile.max_tokens_param: n}
-
-
 def _body(api: Session, prompt: str = PROMPT, cap: int = CAP, **opts: Any) -> dict[str, Any]:
-    return api.vision_body([IMAGE], prompt, temperature=0, seed=7, **_cap(api, cap), **opts)
+    return api.vision_body([IMAGE], prompt, temperature=0, seed=7, max_tokens=cap, **opts)
 
 
 def _ok_stream(ex: Any, what: str) -> None:
@@ -76,13 +71,6 @@ def _judge_codes(streams: list[Stream], codes: tuple[str, ...], message: str) ->
         for finding in an.findings:
             if finding.code in codes:
                 fail(f"{message}: {finding.message}", exchange=ex, got=str(finding))
-
-
-def _first_choice(ex: Any, body: Any) -> dict[str, Any]:
-    choices = body.get("choices") if isinstance(body, dict) else None
-    if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)):
-        fail("the unstreamed response has no choices[0]", exchange=ex, pointer="/choices", got=choices)
-    return choices[0]
 
 
 @check("stream.content_type", severity="MUST", clause="4. 200, Content-Type: text/event-stream")
@@ -190,7 +178,7 @@ def test_finish_reason_matches(plain: Stream, unstreamed: tuple[Any, Any]) -> No
     if an.finish_reason is None:
         skip("the stream has no single finish_reason (see stream.one_finish_reason)")
     uex, ubody = unstreamed
-    want = _first_choice(uex, ubody).get("finish_reason")
+    want = first_choice(uex, ubody, "the unstreamed response").get("finish_reason")
     expect(
         an.finish_reason == want,
         "the streamed finish_reason differs from the unstreamed one",
@@ -209,7 +197,7 @@ def test_content_matches(plain: Stream, unstreamed: tuple[Any, Any]) -> None:
     ex, an = plain
     _ok_stream(ex, "a streamed request")
     uex, ubody = unstreamed
-    want = (_first_choice(uex, ubody).get("message") or {}).get("content") or ""
+    want = (first_choice(uex, ubody, "the unstreamed response").get("message") or {}).get("content") or ""
     expect(
         an.text == want,
         "the streamed content differs from the unstreamed content",
@@ -286,8 +274,12 @@ def test_usage_matches(api: Session, with_usage: Stream, unstreamed: tuple[Any, 
             expected="≥ 1",
             got=completion,
         )
-    want_text = (_first_choice(uex, ubody).get("message") or {}).get("content") or ""
-    if an.text == want_text and an.finish_reason == _first_choice(uex, ubody).get("finish_reason"):
+    want_text = (first_choice(uex, ubody, "the unstreamed response").get("message") or {}).get(
+        "content"
+    ) or ""
+    if an.text == want_text and an.finish_reason == first_choice(uex, ubody, "the unstreamed response").get(
+        "finish_reason"
+    ):
         expect(
             completion == ref.get("completion_tokens"),
             "the same answer streamed and unstreamed counts different completion_tokens",

@@ -12,6 +12,8 @@ servers end the run within seconds with exit 2 or 1, never a hang, a traceback o
 from __future__ import annotations
 
 import io
+import json
+import re
 import resource
 import subprocess
 import time
@@ -152,9 +154,21 @@ def _assert_caught(outcome: ConformOutcome, name: str, checks: tuple[str, ...], 
         assert got.status == wanted, f"{name}: {check_id} ended {got.status}: {got.message[:300]}"
         repro = str(got.evidence.get("reproducer", ""))  # a huge body's reproducer opens with a comment
         assert "\ncurl -sS" in "\n" + repro, f"{check_id} has no curl reproducer"
+        _exact_body(repro, outcome, check_id)
     assert int(outcome.code) == (1 if musts else 0)
     assert outcome.run_dir is not None
     _files_without(secret, outcome.run_dir)
+
+
+def _exact_body(repro: str, outcome: ConformOutcome, check_id: str) -> None:
+    """A run with a report folder never abbreviates a finding's body: a big one is a file in <run>/bodies/."""
+    assert "body abbreviated" not in repro, f"{check_id}: abbreviated body although the run has a folder"
+    match = re.search(r"--data-binary @(?!-)(\S+)", repro)
+    if match:
+        body = Path(match.group(1))
+        assert outcome.run_dir is not None and body.parent == (outcome.run_dir / "bodies").resolve()
+        assert body.name.startswith(check_id) and body.stat().st_size > 256 << 10
+        json.loads(body.read_bytes())
 
 
 @pytest.fixture(scope="module")

@@ -156,3 +156,107 @@ def test_legal_variants_pass(target: RunningTarget, tmp_path: Path) -> None:
     bad = [(r.id, r.message) for r in outcome.run.results if r.status in ("fail", "error")]
     assert not bad
     assert outcome.code == 0
+
+
+def _run(url: str, target: RunningTarget, tmp_path: Path, only: list[str], overrides: list[str]) -> Any:
+    opts = ConformOptions(
+        base_url=url,
+        api_key=target.api_key,
+        model=target.model,
+        only=only,
+        overrides=overrides,
+        report_dir=tmp_path,
+        progress=False,
+    )
+    return run_conformance(opts)
+
+
+def test_an_open_target_declared_open_gets_info_not_must_failures(
+    target: RunningTarget, tmp_path: Path
+) -> None:
+    open_ = ["auth_required=false"]
+    with breaking_proxy(target.base_url, ["auth.none"], api_key=target.api_key) as url:
+        declared = _run(url, target, tmp_path / "declared", ["auth.*"], open_)
+        undeclared = _run(url, target, tmp_path / "undeclared", ["auth.missing_key"], [])
+    results = {r.id: r for r in declared.run.results}
+    assert set(results) >= {"auth.missing_key", "auth.wrong_key", "auth.stream_plain_json", "auth.models_key"}
+    for r in results.values():
+        assert (r.severity, r.status) == ("INFO", "warn"), (r.id, r.status, r.message)
+        assert r.message.startswith("the target runs without auth")
+    assert int(declared.code) == 0
+    (must,) = undeclared.run.results  # the same open server, auth expected: a MUST failure
+    assert (must.severity, must.status) == ("MUST", "fail") and int(undeclared.code) == 1
+    # a keyed server declared open still passes: the 401s are right
+    with breaking_proxy(target.base_url, [], api_key=target.api_key) as url:
+        keyed = _run(url, target, tmp_path / "keyed", ["auth.*"], open_)
+    assert {r.status for r in keyed.run.results} == {"pass"}
+
+
+def test_no_byte_limit_skips_size_refuse_and_every_profile_probes_bombs_and_schemes(
+    target: RunningTarget, tmp_path: Path
+) -> None:
+    only = ["limits.size_refuse", "security.decompression_bomb", "security.scheme.*", "security.slow_drip"]
+    settings = ["size_refuse_bytes=0", "security_probes=false"]
+    with breaking_proxy(target.base_url, ["images.bomb_500"], api_key=target.api_key) as url:
+        outcome = _run(url, target, tmp_path, only, settings)
+    results = {r.id: r for r in outcome.run.results}
+    assert results["limits.size_refuse"].status == "skip"
+    assert "no image byte limit" in results["limits.size_refuse"].message
+    assert results["security.slow_drip"].status == "skip"  # fetch policy: off with the probes
+    # "4xx, never 5xx" is not fetch policy: the bomb's 500 is found with the probes off
+    assert results["security.decompression_bomb"].status == "fail"
+    assert {results[f"security.scheme.{s}"].status for s in ("file", "ftp", "gopher")} == {"pass"}
+
+
+def test_shared_exchanges_are_listed_in_the_evidence_of_every_check_judging_them(
+    target: RunningTarget, tmp_path: Path
+) -> None:
+    only = ["errors.client_mistake.*", "errors.code_string"]
+    with breaking_proxy(target.base_url, ["errors.integer_code"], api_key=target.api_key) as url:
+        outcome = _run(url, target, tmp_path, only, [])
+    result = {r.id: r for r in outcome.run.results}["errors.code_string"]
+    assert result.status == "warn"
+    listed = result.evidence["exchanges"]
+    assert listed and listed[0].get("shared") and listed[0]["url"].endswith("/chat/completions")
+
+
+def test_a_url_image_reproducer_says_how_to_serve_the_fixtures_again(
+    target: RunningTarget, tmp_path: Path
+) -> None:
+    with breaking_proxy(target.base_url, ["images.url_unsupported"], api_key=target.api_key) as url:
+        outcome = _run(url, target, tmp_path, ["images.transport.url"], [])
+    (result,) = outcome.run.results
+    assert result.status == "fail"
+    repro = str(result.evidence["reproducer"])
+    first, second, rest = repro.split("\n", 2)
+    assert first.startswith("# image URLs point at this run's fixture server http://127.0.0.1:")
+    command = second.removeprefix("# serve the same images there first: ")
+    assert command.startswith("eyechart fixtures serve --bind 127.0.0.1 --port ")
+    # follow the note: serve the fixtures, paste the command against the target itself (no break): 200
+    port = int(command.rsplit(" ", 1)[1])
+    server = subprocess.Popen(
+        [sys.executable, "-m", "eyechart", *command.split()[1:]],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        pasted = rest.replace(url, target.base_url).replace(
+            "curl -sS", "curl -sS -o /dev/null -w %{http_code} --max-time 30", 1
+        )
+        proc = subprocess.run(
+            ["bash", "-c", pasted],
+            capture_output=True,
+            text=True,
+            timeout=40,
+            env={"PATH": os.environ["PATH"], "EYECHART_API_KEY": target.api_key},
+        )
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert proc.stdout.strip() == "200", proc.stdout + proc.stderr

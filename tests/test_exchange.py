@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -342,3 +343,135 @@ def test_the_reproducer_runs_with_curl(base: str, client: httpx.Client, tmp_path
     assert answer["auth"] == f"Bearer {KEY}"  # the shell filled in the key
     assert answer["sha256"] == hashlib.sha256(encode_body(body) + b"\n").hexdigest()  # heredoc adds \n
     assert json.loads(encode_body(body)) == body
+
+
+# --- stale keep-alive connections -----------------------------------------------------------------
+
+
+class KeepAliveServer:
+    """A raw asyncio HTTP/1.1 server that keeps connections alive after the first answer and then, for a
+    later request on the same connection, misbehaves as its path says: ``/stale-close`` closes, and
+    ``/stale-rst`` resets, without a response byte (uvicorn after an error escaped the app, seen from the
+    client); ``/stale-partial`` sends part of a head, then resets. The first request of a connection is
+    always answered, as JSON or (a path with ``sse``) as an event stream."""
+
+    def __init__(self) -> None:
+        self.hits: dict[str, int] = {}
+        self.connections = 0
+        self.loop = asyncio.new_event_loop()
+        self._server: asyncio.base_events.Server | None = None
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> str:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, "127.0.0.1", 0), self.loop
+        )
+        self._server = future.result(5)
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    def stop(self) -> None:
+        async def close() -> None:
+            assert self._server is not None
+            self._server.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+    @staticmethod
+    def _reset(writer: asyncio.StreamWriter) -> None:
+        writer.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+        writer.transport.abort()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        served = 0
+        try:
+            while True:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1]
+                length = next(
+                    (
+                        int(v)
+                        for k, _, v in (x.partition(":") for x in lines[1:])
+                        if k.lower() == "content-length"
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                self.hits[path] = self.hits.get(path, 0) + 1
+                served += 1
+                if served > 1 and path.startswith("/stale-close"):
+                    writer.close()
+                    return
+                if served > 1 and path == "/stale-rst":
+                    self._reset(writer)
+                    return
+                if served > 1 and path == "/stale-partial":
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Ty")
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                    self._reset(writer)
+                    return
+                if "sse" in path:
+                    body = _chunk("Hi", role="assistant") + _chunk(None, finish="stop") + b"data: [DONE]\n\n"
+                    ctype = "text/event-stream"
+                else:
+                    body = json.dumps({"path": path, "connection": self.connections}).encode()
+                    ctype = "application/json"
+                head_out = f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
+                writer.write(head_out.encode() + body)
+                await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            writer.close()
+
+
+@pytest.fixture()
+def keepalive() -> Iterator[tuple[KeepAliveServer, str]]:
+    server = KeepAliveServer()
+    url = server.start()
+    yield server, url
+    server.stop()
+
+
+@pytest.mark.parametrize("path", ["/stale-close", "/stale-rst"])
+def test_a_stale_keepalive_connection_is_retried_once_on_a_fresh_one(
+    keepalive: tuple[KeepAliveServer, str], client: httpx.Client, path: str
+) -> None:
+    server, url = keepalive
+    first = send(client, "GET", url + "/ok", api_key=KEY, timeout=5)
+    assert first.status == 200 and first.retried is None and first.json["connection"] == 1
+    ex = send(client, "POST", url + path, api_key=KEY, json_body={"a": 1}, timeout=5)
+    # the server got the request twice: once on the reused connection it then dropped, once on a new one
+    assert server.hits[path] == 2 and server.connections == 2
+    assert ex.ok and ex.status == 200 and ex.json == {"path": path, "connection": 2}
+    assert ex.retried and "reused keep-alive connection" in ex.retried and "reset" in ex.retried
+    assert "sent twice" in ex.describe()
+    _no_key(ex.retried, ex.describe())
+
+
+def test_a_stale_connection_under_a_stream_is_retried_too(
+    keepalive: tuple[KeepAliveServer, str], client: httpx.Client
+) -> None:
+    server, url = keepalive
+    assert send(client, "GET", url + "/ok", api_key=KEY, timeout=5).status == 200
+    ex, a = send_stream(client, url + "/stale-close-sse", api_key=KEY, json_body={"stream": True}, timeout=5)
+    assert server.hits["/stale-close-sse"] == 2
+    assert ex.status == 200 and ex.retried and a.violations == [] and a.text == "Hi"
+    assert a.t_first_content is not None and a.t_first_content >= ex.t_send_ns  # timed from the retry
+
+
+def test_a_reset_after_response_bytes_or_on_a_fresh_connection_is_evidence(
+    keepalive: tuple[KeepAliveServer, str], base: str, client: httpx.Client
+) -> None:
+    server, url = keepalive
+    assert send(client, "GET", url + "/ok", api_key=KEY, timeout=5).status == 200
+    ex = send(client, "POST", url + "/stale-partial", api_key=KEY, json_body={}, timeout=5)
+    assert ex.error_class in ("reset", "protocol") and ex.retried is None  # bytes came: the server's answer
+    assert server.hits["/stale-partial"] == 1
+    ex = send(client, "POST", base + "/reset", api_key=KEY, json_body={}, timeout=5)
+    assert ex.error_class == "reset" and ex.retried is None  # a fresh connection reset: the server's answer

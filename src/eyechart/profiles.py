@@ -3,6 +3,12 @@
 A profile is a TOML file in ``conformance/profiles/``; every knob marked (profile) in CONTRACT.md is a
 field here, never a constant in a check. ``load_profile(name, overrides)`` applies per-knob overrides
 given on the command line as ``knob=value`` (value parsed as TOML, bare words as strings).
+
+Two knobs describe a deployment rather than an API, so users set them per run with ``--set``:
+``context_length`` (vLLM ``--max-model-len``, llama.cpp ``--n_ctx``) and ``auth_required`` (false for a
+self-hosted server started without a key: ``auth.*`` then record INFO, not MUST failures).
+``size_refuse_bytes = 0`` says the server states no image byte limit (vLLM data URIs, llama.cpp), so
+``limits.size_refuse`` is skipped with that reason while ``limits.size_accept`` still runs.
 """
 
 from __future__ import annotations
@@ -30,13 +36,16 @@ class Profile:
     # Where the API lives: an SDK's base_url is the target URL; this is the path a bare host gets.
     base_path: str = "/v1/openai"
     models_endpoint: Severity = "MUST"
+    # False: the target runs open (a self-hosted server without --api-key); auth.* are INFO, not MUST
+    auth_required: bool = True
     roles: tuple[str, ...] = ("system", "user", "assistant")
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     n_supported: bool = False
     # Images
     formats: tuple[str, ...] = ("jpeg", "png", "webp")
     size_accept_bytes: int = 20_000_000  # an image of up to this many decoded bytes must be accepted
-    size_refuse_bytes: int = 20_971_520  # one larger than this must be refused (400/413)
+    # one larger than this must be refused (400/413); 0: the server states no byte limit (check skipped)
+    size_refuse_bytes: int = 20_971_520
     max_images: int | None = None  # too many images -> 4xx; None: the documents state no count
     detail_supported: bool = False
     context_length: int | None = None
@@ -48,7 +57,9 @@ class Profile:
     incremental_streaming: Severity = "MUST"
     capability_severity: Severity = "SHOULD"
     strict_spec_severity: Severity = "SHOULD"
-    # Security probes of image fetching (CONTRACT.md section 7)
+    # Security probes of image fetching (CONTRACT.md section 7): private addresses, redirects, slow
+    # drips, lying lengths, unbounded streams. The scheme and decompression-bomb probes always run
+    # ("a client mistake is 4xx, never 5xx" is not fetch policy).
     security_probes: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -80,7 +80,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="SECONDS",
         help="bound of each request (default 30); a hung target fails its checks, never the run",
     )
-    g.addoption("--report-dir", help="write conformance.json, junit.xml and index.html into this folder")
+    g.addoption(
+        "--report-dir",
+        help="write conformance.json, junit.xml and index.html into this folder "
+        "(and bodies/: the exact big request bodies of findings, for their reproducers)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -179,6 +183,7 @@ def open_session(config: pytest.Config) -> Iterator[Session]:
             fixture_host=config.getoption("fixture_host"),
             fixture_url=config.getoption("fixture_url"),
             timeout=config.getoption("request_timeout"),
+            body_dir=st.report_dir / "bodies" if st.report_dir is not None else None,
         )
     except SessionError as exc:
         st.abort_reason = str(exc)
@@ -229,7 +234,7 @@ def _result(
     spec: CheckSpec,
     st: ConformState,
 ) -> CheckResult:
-    from eyechart.conform.session import evidence_for
+    from eyechart.conform.session import evidence_for, key_exchange
 
     exchanges = st.session.check_exchanges() if st.session is not None else []
     base: dict[str, Any] = dict(
@@ -254,6 +259,8 @@ def _result(
             status: Status = "fail"
         else:
             status = "warn"
+        if st.session is not None:  # a big request body of a finding goes to <run>/bodies/ for its reproducer
+            st.session.save_bodies(check_id, key_exchange(failed, exchanges))
         return CheckResult(
             status=status, message=failed.message, evidence=evidence_for(failed, exchanges), **base
         )

@@ -14,18 +14,25 @@ being blamed on the server.
 
 A transport failure (refused, reset, timeout) of a request a check needs ends the check as failed with
 that exchange as evidence (``CheckFailed``), so a hanging target fails its cases, never the run.
+
+Reproducers stay usable after the run: with a report folder (``body_dir``), a finding whose request
+was too big to inline gets its exact body written to ``<run>/bodies/<check-id>-<n>.json``
+(:meth:`Session.save_bodies`), and a request whose image URL points at the run's own fixture server
+carries a comment saying how to serve the same images again.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from eyechart.conform.checks import CheckFailed, fail, skip
+from eyechart.conform.checks import CheckFailed, expect, expect_schema, fail, skip
 from eyechart.profiles import Profile
 from eyechart.wire import build
 
@@ -130,6 +137,7 @@ class Session:
         fixture_url: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         target: Any = None,
+        body_dir: Path | None = None,
     ) -> None:
         self.base_url = base_url
         self.api_key = api_key
@@ -148,8 +156,10 @@ class Session:
             follow_redirects=False,
             limits=httpx.Limits(max_connections=8),
         )
+        self.body_dir = body_dir  # where a finding's big request bodies go (None: reproducers abbreviate)
         self.check_id: str | None = None
         self._log: list[Exchange] = []
+        self._saved = 0  # body files written for the current check
         self._timeouts_in_a_row = 0
         self._last_probe = 0.0
 
@@ -166,6 +176,7 @@ class Session:
         fixture_host: str | None = None,
         fixture_url: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        body_dir: Path | None = None,
     ) -> Session:
         """Connect to ``base_url`` (or start the embedded target) and settle the model under test."""
         target = None
@@ -195,6 +206,7 @@ class Session:
             fixture_url=fixture_url,
             timeout=timeout,
             target=target,
+            body_dir=body_dir,
         )
 
     def close(self) -> None:
@@ -216,9 +228,27 @@ class Session:
         """Start recording the exchanges of ``check_id`` (the plugin calls this before each check)."""
         self.check_id = check_id
         self._log = []
+        self._saved = 0
 
     def check_exchanges(self) -> list[Exchange]:
         return list(self._log)
+
+    def save_bodies(self, check_id: str, *exchanges: Exchange | None) -> list[Path]:
+        """Write the exact body of each exchange whose reproducer had to abbreviate it to
+        ``<body_dir>/<check-id>-<n>.json`` and point its reproducer there (for a finding's evidence)."""
+        if self.body_dir is None:
+            return []
+        written = []
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", check_id).strip("_") or "check"
+        for ex in exchanges:
+            if ex is None or ex.sent_body is None or "--data-binary @-" not in ex.curl:
+                continue
+            self._saved += 1
+            path = ex.save_body(self.body_dir / f"{stem}-{self._saved}.json")
+            if path is not None:
+                self._note_fixture_urls(ex)  # the reproducer was rebuilt: keep its fixture note
+                written.append(path)
+        return written
 
     # ------------------------------------------------------------------ fixtures
 
@@ -414,11 +444,26 @@ class Session:
         return ex, analysis
 
     def _record(self, ex: Exchange) -> None:
+        self._note_fixture_urls(ex)
         self._log.append(ex)
         if ex.error_class == "timeout" and ex.status is None:
             self._timeouts_in_a_row += 1
         elif ex.status is not None:
             self._timeouts_in_a_row = 0
+
+    def _note_fixture_urls(self, ex: Exchange) -> None:
+        """A reproducer whose image URLs point at this run's fixture server (stopped after the run) says
+        how to serve the same images at the same address again."""
+        if self._fixtures is None or self._fixtures.base_url not in (ex.request_body or ""):
+            return
+        server = self._fixtures
+        serve = f"eyechart fixtures serve --bind {server.bind or '0.0.0.0'} --port {server.port}"
+        if server.public_url:
+            serve += f" --public-url {server.public_url}"
+        ex.curl = (
+            f"# image URLs point at this run's fixture server {server.base_url}, stopped after the run;\n"
+            f"# serve the same images there first: {serve}\n{ex.curl}"
+        )
 
     def _fail_fast_if_hung(self, method: str, path: str) -> None:
         """A target that timed out several times in a row fails the next checks at once (after a quick
@@ -484,6 +529,7 @@ def exchange_summary(ex: Exchange) -> dict[str, Any]:
         "body_head": body.decode("utf-8", "replace") if body else None,
         "body_bytes": ex.body_bytes,
         "elapsed_s": round(ex.elapsed_s, 4),
+        **({"retried": ex.retried} if ex.retried else {}),
     }
 
 
@@ -493,30 +539,44 @@ def _short(text: str | None, limit: int) -> str | None:
     return text[: limit - 1] + "…"
 
 
+def key_exchange(failed: CheckFailed | None, exchanges: list[Exchange]) -> Exchange | None:
+    """The exchange a verdict is about: the failure's own, else the check's last request."""
+    return (failed.exchange if failed is not None else None) or (exchanges[-1] if exchanges else None)
+
+
+def _listed(x: Exchange, **extra: Any) -> dict[str, Any]:
+    return {
+        "method": x.method,
+        "url": x.url,
+        "status": x.status,
+        "error": x.error_class,
+        "elapsed_s": round(x.elapsed_s, 4),
+        **({"retried": x.retried} if x.retried else {}),
+        **extra,
+    }
+
+
 def evidence_for(
     failed: CheckFailed | None, exchanges: list[Exchange], *, full: bool = True
 ) -> dict[str, Any]:
-    """Evidence of a check: the failure's fields, the key exchange in full, a reproducer, all requests."""
+    """Evidence of a check: the failure's fields, the key exchange in full, a reproducer, all requests.
+
+    A check may judge an exchange sent earlier and shared through a module fixture (one request judged
+    by several checks): it is listed among the exchanges too, marked ``shared``."""
     ev: dict[str, Any] = {}
     if failed is not None:
         for key in ("expected", "got", "pointer"):
             value = getattr(failed, key)
             if value is not None:
                 ev[key] = value if isinstance(value, str | int | float | bool | list | dict) else repr(value)
-    key_ex = (failed.exchange if failed is not None else None) or (exchanges[-1] if exchanges else None)
+    key_ex = key_exchange(failed, exchanges)
     if key_ex is not None and full:
         ev["exchange"] = exchange_summary(key_ex)
         ev["reproducer"] = key_ex.curl
-    ev["exchanges"] = [
-        {
-            "method": x.method,
-            "url": x.url,
-            "status": x.status,
-            "error": x.error_class,
-            "elapsed_s": round(x.elapsed_s, 4),
-        }
-        for x in exchanges
-    ]
+    listed = [_listed(x) for x in exchanges]
+    if key_ex is not None and not any(x is key_ex for x in exchanges):
+        listed.insert(0, _listed(key_ex, shared="sent earlier in the run and judged by this check too"))
+    ev["exchanges"] = listed
     return ev
 
 
@@ -572,3 +632,40 @@ def prompt_tokens(ex: Exchange, profile: Profile, what: str) -> int:
             )
         skip(f"no usage.prompt_tokens (profile {profile.name} does not require usage)")
     return value
+
+
+def expect_refusal(
+    ex: Exchange,
+    what: str,
+    profile: Profile,
+    *,
+    statuses: Collection[int] | None = None,
+    if_200: str | None = None,
+) -> Any:
+    """The refusal the contract asks for: a 4xx (or one of ``statuses``) whose body is an error object
+    valid against the ``error`` schema; returns the parsed body. ``if_200``: the message for a 200
+    (an answer about something the server should have refused), e.g. "got 200 instead of a 4xx refusal"."""
+    __tracebackhide__ = True
+    if ex.status == 200 and if_200:
+        fail(f"{what} {if_200}", exchange=ex, expected="4xx with an error body", got=200)
+    got = ex.status if ex.status is not None else ex.error
+    if statuses:
+        listed = " or ".join(str(s) for s in statuses)
+        expect(
+            ex.status in statuses,
+            f"{what} was not refused with {listed}",
+            exchange=ex,
+            expected=listed,
+            got=got,
+        )
+    else:
+        expect(
+            ex.status is not None and 400 <= ex.status < 500,
+            f"{what} did not get a 4xx",
+            exchange=ex,
+            expected="4xx",
+            got=got,
+        )
+    body = json_of(ex, f"the error body for {what}")
+    expect_schema("error", body, ex, profile)
+    return body

@@ -188,6 +188,8 @@ def finding_text(r: CheckResult) -> str:
         req = ex.get("request", {})
         lines.append(f"request: {req.get('method', '')} {req.get('url', '')}")
         lines.append(f"status: {ex.get('status')}" + (f" ({ex['error']})" if ex.get("error") else ""))
+        if ex.get("retried"):
+            lines.append(f"sent twice: {ex['retried']}")
         if ex.get("body_head"):
             lines.append(f"body: {_short(ex['body_head'], 600)}")
     if ev.get("reproducer"):

@@ -70,6 +70,8 @@ def _evidence(ev: dict[str, Any]) -> str:
         )
         status = f"{_e(ex.get('status'))}" + (f" — {_e(ex.get('error'))}" if ex.get("error") else "")
         parts.append(f"<div><b>status</b>: {status}</div>")
+        if ex.get("retried"):
+            parts.append(f"<div><b>sent twice</b>: {_e(ex['retried'])}</div>")
         if ex.get("headers"):
             hdrs = "\n".join(f"{k}: {v}" for k, v in ex["headers"].items())
             parts.append(f"<div><b>response headers</b><pre>{_e(hdrs)}</pre></div>")

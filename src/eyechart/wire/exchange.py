@@ -5,7 +5,14 @@ endless or huge body, a reset, garbage instead of HTTP: each ends as an ``Exchan
 is one of ``connect``, ``timeout``, ``reset``, ``protocol``, ``too_large``, within bounded time and memory.
 The time bound is wall-clock: ``total_timeout`` covers connecting, writing, the response head and the body
 (each socket read is clamped to what is left, so headers dripped one byte at a time cannot stretch it);
-the body is streamed and reading stops past ``max_body_bytes``::
+the body is streamed and reading stops past ``max_body_bytes``.
+
+Stale keep-alive connections are not the server's answer: a server may close an idle pooled connection
+just as the next request goes out on it (uvicorn does after an error escaped the app, without a
+``Connection: close`` header). When a request on a *reused* connection is reset or "disconnected
+without sending a response" before a single response byte arrived, it is sent once more on a fresh
+connection (as urllib3 does) and ``Exchange.retried`` says so; a reset on a fresh connection, or after
+any byte, is evidence as it stands::
 
     with httpx.Client() as client:
         ex = send(client, "GET", base + "/models", api_key=key, timeout=10)
@@ -73,6 +80,10 @@ class Exchange:
     json: Any = field(default=None, repr=False)  # the parsed body when it is complete JSON
     json_error: str | None = None  # why the body is not JSON (None when it parsed)
     curl: str = field(default="", repr=False)  # the reproducer
+    # why the request was sent a second time (a stale keep-alive connection), None when sent once
+    retried: str | None = None
+    # the JSON body, kept only when it was too big to inline in ``curl`` (see ``save_body``)
+    sent_body: Any = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -92,8 +103,21 @@ class Exchange:
         outcome = f"HTTP {self.status}" if self.status is not None else "no response"
         if self.error_class:
             outcome += f", {self.error_class}: {self.error}"
+        if self.retried:
+            outcome += f" (sent twice: {self.retried})"
         head = self.body_head.decode("utf-8", "replace")
         return f"{self.method} {self.url}\n{outcome} after {self.elapsed_s:.3f}s\n{head}"
+
+    def save_body(self, path: Path) -> Path | None:
+        """Write the exact request body to ``path`` and point the reproducer at it (``--data-binary
+        @path``), for a body too big to inline; None (nothing written) when the reproducer is exact."""
+        if self.sent_body is None:
+            return None
+        path = path.resolve()
+        self.curl = curl_reproducer(
+            self.method, self.url, self.sent_body, self.request_headers, body_file=path, secret=None
+        )
+        return path
 
 
 # --- summaries and reproducers ---------------------------------------------------------------------
@@ -200,7 +224,8 @@ def curl_reproducer(
         note = (
             f"# body abbreviated: the request was {len(raw):,} bytes; long data URIs are summarised,\n"
             "# so this shows the request's shape but does not reproduce it byte for byte\n"
-            "# (re-run eyechart with a report folder to get the exact body as a file).\n"
+            "# (a conformance run with a report folder writes the exact body of a finding to\n"
+            "# <run>/bodies/ and this command then reads it with --data-binary @file).\n"
         )
     delimiter = "EYECHART_BODY"
     while delimiter in text.splitlines():
@@ -215,6 +240,17 @@ def curl_reproducer(
 # connect, read and write is clamped to what is left of the current exchange's deadline.
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("eyechart_deadline", default=None)
+
+
+@dataclass
+class _Wire:
+    """What one attempt did on the wire: connections opened and response bytes read (for the retry rule)."""
+
+    connects: int = 0
+    bytes_in: int = 0
+
+
+_WIRE: contextvars.ContextVar[_Wire | None] = contextvars.ContextVar("eyechart_wire", default=None)
 
 
 def _left(timeout: float | None, expired: type[Exception]) -> float | None:
@@ -232,7 +268,11 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._inner = inner
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+        data = self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+        wire = _WIRE.get()
+        if wire is not None:
+            wire.bytes_in += len(data)
+        return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
@@ -263,12 +303,18 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
         left = _left(timeout, httpcore.ConnectTimeout)
+        wire = _WIRE.get()
+        if wire is not None:
+            wire.connects += 1
         return _DeadlineStream(self._inner.connect_tcp(host, port, left, local_address, socket_options))
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Any = None
     ) -> httpcore.NetworkStream:
         left = _left(timeout, httpcore.ConnectTimeout)
+        wire = _WIRE.get()
+        if wire is not None:
+            wire.connects += 1
         return _DeadlineStream(self._inner.connect_unix_socket(path, left, socket_options))
 
     def sleep(self, seconds: float) -> None:
@@ -321,6 +367,72 @@ def _scrub_bytes(data: bytes, secret: str | None) -> bytes:
     return data.replace(secret.encode(), KEY_PLACEHOLDER.encode()) if secret else data
 
 
+def _transfer(
+    client: httpx.Client,
+    ex: Exchange,
+    raw: bytes | None,
+    sent_headers: dict[str, str],
+    limits: httpx.Timeout,
+    reader: SSEReader | None,
+    max_body_bytes: int,
+    deadline: int,
+    total_timeout: float,
+    wire: _Wire,
+    secret: str | None,
+) -> bytearray:
+    """One attempt: send, read the head and the body into ``ex`` within the deadline; the kept bytes."""
+    kept = bytearray()
+    keep = max_body_bytes
+    token = _WIRE.set(wire)
+    try:
+        with client.stream(ex.method, ex.url, content=raw, headers=sent_headers, timeout=limits) as response:
+            ex.t_head_ns = time.monotonic_ns()
+            ex.status = response.status_code
+            ex.response_headers = {k.lower(): v for k, v in response.headers.items()}
+            streaming = reader is not None and ex.status == 200 and "text/event-stream" in ex.content_type
+            if streaming:
+                keep = HEAD_BYTES
+            for piece in response.iter_bytes():
+                now = time.monotonic_ns()
+                ex.body_bytes += len(piece)
+                if len(kept) < keep:
+                    kept += piece[: keep - len(kept)]
+                if reader is not None:
+                    reader.feed(piece, now)
+                if ex.body_bytes > max_body_bytes:
+                    ex.error_class = "too_large"
+                    ex.error = f"the body exceeded {max_body_bytes:,} bytes; reading stopped"
+                    break
+                if now > deadline:
+                    ex.error_class = "timeout"
+                    ex.error = f"the exchange exceeded its total time limit of {total_timeout:g}s"
+                    break
+    except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, OSError, ValueError, EOFError) as exc:
+        # anything the server does must end as evidence, not a traceback
+        ex.error_class = _classify(exc)
+        ex.error = _scrub(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, secret)
+    finally:
+        _WIRE.reset(token)
+    return kept
+
+
+def _stale_connection(ex: Exchange, wire: _Wire) -> bool:
+    """A reset before any response byte on a connection this attempt did not open: a stale keep-alive
+    connection the server closed as the request went out, not an answer to the request."""
+    return ex.error_class == "reset" and ex.status is None and wire.bytes_in == 0 and wire.connects == 0
+
+
+def _drop_idle_connections(client: httpx.Client) -> None:
+    """Close the pool's idle connections, so the next request opens a fresh one (they may be stale too)."""
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    for connection in list(getattr(pool, "connections", None) or []):
+        try:
+            if connection.is_idle():
+                connection.close()
+        except Exception:  # a connection that cannot even close is already gone
+            continue
+
+
 def _exchange(
     client: httpx.Client,
     method: str,
@@ -361,49 +473,42 @@ def _exchange(
         request_bytes=len(raw or b""),
         curl=curl_reproducer(method, url, json_body, sent_headers, body_file=body_file, secret=shown_secret),
     )
+    big = raw is not None and body_file is None and len(raw) > INLINE_LIMIT
+    if big and not (secret and raw and secret.encode() in raw):  # a body holding the key stays unsaved
+        ex.sent_body = json_body
     read_timeout = min(timeout, total_timeout)
     limits = httpx.Timeout(connect=read_timeout, read=read_timeout, write=read_timeout, pool=read_timeout)
-    install_deadlines(client)
+    installed = install_deadlines(client)
     ex.t_send_ns = start = time.monotonic_ns()
     deadline = start + int(total_timeout * 1e9)
     token = _DEADLINE.set(time.monotonic() + total_timeout)
     if reader is not None:
         reader.t_start_ns = start
-    kept = bytearray()
-    keep = max_body_bytes
     try:
-        with client.stream(method, url, content=raw, headers=sent_headers, timeout=limits) as response:
-            ex.t_head_ns = time.monotonic_ns()
-            ex.status = response.status_code
-            ex.response_headers = {k.lower(): v for k, v in response.headers.items()}
-            streaming = reader is not None and ex.status == 200 and "text/event-stream" in ex.content_type
-            if streaming:
-                keep = HEAD_BYTES
-            for piece in response.iter_bytes():
-                now = time.monotonic_ns()
-                ex.body_bytes += len(piece)
-                if len(kept) < keep:
-                    kept += piece[: keep - len(kept)]
-                if reader is not None:
-                    reader.feed(piece, now)
-                if ex.body_bytes > max_body_bytes:
-                    ex.error_class = "too_large"
-                    ex.error = f"the body exceeded {max_body_bytes:,} bytes; reading stopped"
-                    break
-                if now > deadline:
-                    ex.error_class = "timeout"
-                    ex.error = f"the exchange exceeded its total time limit of {total_timeout:g}s"
-                    break
-    except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, OSError, ValueError, EOFError) as exc:
-        # anything the server does must end as evidence, not a traceback
-        ex.error_class = _classify(exc)
-        ex.error = _scrub(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, secret)
-        if ex.error_class == "timeout" and time.monotonic_ns() >= deadline:
-            ex.error = f"the exchange exceeded its total time limit of {total_timeout:g}s ({ex.error})"
+        attempt = (client, ex, raw, sent_headers, limits, reader, max_body_bytes, deadline, total_timeout)
+        wire = _Wire()
+        kept = _transfer(*attempt, wire, secret)
+        if installed and _stale_connection(ex, wire) and time.monotonic_ns() < deadline:
+            first = f"{ex.error_class}: {ex.error}"
+            _drop_idle_connections(client)
+            ex.status, ex.response_headers, ex.body_bytes = None, {}, 0
+            ex.error_class = ex.error = None
+            ex.t_send_ns = time.monotonic_ns()
+            if reader is not None:
+                reader.t_start_ns = ex.t_send_ns
+            wire = _Wire()
+            kept = _transfer(*attempt, wire, secret)
+            ex.retried = (
+                f"the first attempt, on a reused keep-alive connection, ended before any response byte "
+                f"({first}); sent again on a fresh connection"
+            )
     finally:
         _DEADLINE.reset(token)
+    expired = ex.error_class == "timeout" and time.monotonic_ns() >= deadline
+    if expired and "total time limit" not in (ex.error or ""):
+        ex.error = f"the exchange exceeded its total time limit of {total_timeout:g}s ({ex.error})"
     ex.t_end_ns = time.monotonic_ns()
-    ex.elapsed_s = (ex.t_end_ns - start) / 1e9
+    ex.elapsed_s = (ex.t_end_ns - ex.t_send_ns) / 1e9
     complete = len(kept) == ex.body_bytes
     ex.body = _scrub_bytes(bytes(kept), secret)
     if ex.status is not None and ex.error_class is None and complete:

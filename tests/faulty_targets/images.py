@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from eyechart.images import sniff_format
 from faulty_targets.proxy import Exchange
 
 BOMB_SIDE = 100_000
@@ -94,20 +95,8 @@ async def image_bytes(ex: Exchange, url: str, limit: int = FETCH_LIMIT) -> bytes
 
 
 def sniff(data: bytes) -> str:
-    """The format the bytes are in: jpeg, png, webp, gif, bmp, tiff, or other."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if data.startswith(b"BM"):
-        return "bmp"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    return "other"
+    """The format the bytes are in (eyechart's one magic-byte rule), or "other"."""
+    return sniff_format(data) or "other"
 
 
 def declared_size(data: bytes) -> tuple[int, int] | None:

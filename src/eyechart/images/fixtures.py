@@ -36,6 +36,7 @@ import PIL
 from PIL import Image, ImageDraw, ImageFont
 
 from eyechart import bundled
+from eyechart.images.formats import sniff_format
 from eyechart.wire.build import data_uri as wire_data_uri
 
 # Bump when any recipe changes its bytes: it renames every cached file.
@@ -122,33 +123,6 @@ class _Recipe:
 
 # --------------------------------------------------------------------------------------------------
 # Sniffing and data URIs
-
-
-def sniff_format(data: bytes) -> str | None:
-    """The format judged from magic bytes only (what the contract says a server must do)."""
-    head = data[:64]
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:2] == b"BM":
-        return "bmp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
-        return "avif"
-    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"msf1"):
-        return "heic"
-    text = head.lstrip().lower()
-    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in data[:1024].lower()):
-        return "svg"
-    if text.startswith((b"<!doctype html", b"<html")):
-        return "html"
-    return None
 
 
 def data_uri(data: bytes | Path, media_type: str | None = None) -> str:

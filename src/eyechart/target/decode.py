@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from eyechart.images.formats import DISPLAY, sniff_format
+
 MAX_IMAGE_BYTES = 20_971_520
 """Largest accepted image, in decoded bytes (20 MiB, the limit `eyechart serve` pins)."""
 
@@ -95,51 +97,19 @@ def too_large(size: int, limit: int = MAX_IMAGE_BYTES) -> ImageRejected:
     )
 
 
-def sniff_format(data: bytes) -> str:
-    """Name the image format from its magic bytes; raise ImageRejected unless JPEG, PNG or WebP."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    detected = _name_unsupported(data)
-    what = f"{detected} is not accepted" if detected else "the bytes are not a recognised image"
+ACCEPTED_FORMATS = ("jpeg", "png", "webp")
+
+
+def accepted_format(data: bytes) -> str:
+    """The image format from its magic bytes; raise ImageRejected unless JPEG, PNG or WebP."""
+    fmt = sniff_format(data)
+    if fmt in ACCEPTED_FORMATS:
+        return fmt
+    what = f"{DISPLAY[fmt]} is not accepted" if fmt else "the bytes are not a recognised image"
     raise ImageRejected(
         f"unsupported image format: {what}; send JPEG, PNG or WebP",
         code="unsupported_image_format",
     )
-
-
-def _name_unsupported(data: bytes) -> str | None:
-    head = data[:512]
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if head[:2] == b"BM":
-        return "BMP"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF"
-    if len(head) >= 12 and head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"avif", b"avis"):
-            return "AVIF"
-        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1", b"heim", b"heis"):
-            return "HEIC"
-        return "an ISO media file"
-    if head[:4] == b"\x00\x00\x01\x00":
-        return "ICO"
-    if head[:4] == b"%PDF":
-        return "PDF"
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
-        return "HTML"
-    if b"<svg" in text:
-        return "SVG"
-    if text.startswith(b"<?xml") or text.startswith(b"<"):
-        return "XML"
-    if text.startswith((b"{", b"[")):
-        return "JSON"
-    return None
 
 
 def decode_bytes(data: bytes) -> DecodedImage:
@@ -148,7 +118,7 @@ def decode_bytes(data: bytes) -> DecodedImage:
         raise ImageRejected("the image is empty (0 bytes)", code="invalid_image")
     if len(data) > MAX_IMAGE_BYTES:
         raise too_large(len(data))
-    fmt = sniff_format(data)
+    fmt = accepted_format(data)
     if fmt == "png" and _PNG_END not in data:
         # Pillow stops once the pixels are inflated, so a PNG cut inside its last chunks would pass.
         raise ImageRejected("the PNG image is truncated: it has no IEND chunk", code="invalid_image")

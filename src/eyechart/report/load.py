@@ -188,7 +188,7 @@ def render_html(summary: Mapping[str, Any], stats: LoadStats, stages: Sequence[M
         f"<p class='verdict {'ok' if code == 0 else 'bad'}'>exit {code}: "
         f"{_e(_VERDICT_TEXT.get(code, ''))}</p>",
         "<h2>Run</h2>",
-        _kv_table(summary.get("run", {}) | {"measure duration (s)": summary.get("duration_s")}),
+        _kv_table(summary.get("run", {})),
         "<h2>Gates</h2>",
         _gates_table(summary.get("gates", [])),
         "<h2>Throughput and goodput</h2>",

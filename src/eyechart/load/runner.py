@@ -170,7 +170,8 @@ def execute(plan: RunPlan) -> int:
         if plan.base_url:
             base_url = plan.base_url.rstrip("/")
             api_key = plan.api_key or os.environ.get("EYECHART_API_KEY", "")
-            _check_target(base_url, api_key)
+            if plan.model:  # otherwise discovering the model is the reachability check
+                _check_target(base_url, api_key)
         else:
             from eyechart.target import DEFAULT_API_KEY
             from eyechart.target.launch import TargetStartError, start_target

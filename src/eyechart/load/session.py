@@ -15,6 +15,7 @@ import gc
 import json
 import logging
 import os
+import random
 import shutil
 import time
 import uuid
@@ -92,8 +93,6 @@ class LoadSession:
             self.workload, model, url_for=url_for, max_tokens_param=o.max_tokens_param
         )
         self.model = model
-        import random
-
         self._rng = random.Random(arrivals.process_seed(o.seed, index))
         self.t0 = time.monotonic_ns()
         self.warmup_end = self.t0 + int(o.warmup * 1e9)
@@ -113,6 +112,8 @@ class LoadSession:
         self.issued = 0
         self.done = 0
         self.errors = 0
+        self.finished = False
+        self._request_ids = 0
         self._prefix = f"ec-{uuid.uuid4().hex[:8]}-{index}-"
         from eyechart.load.stats import LoadStats
 
@@ -181,8 +182,8 @@ class LoadSession:
         return self._rng.choice(self.templates)
 
     def new_request_id(self) -> str:
-        self.issued_ids = getattr(self, "issued_ids", 0) + 1
-        return f"{self._prefix}{self.issued_ids}"
+        self._request_ids += 1
+        return f"{self._prefix}{self._request_ids}"
 
     def stage_of(self, t_ns: int) -> str:
         if t_ns < self.warmup_end:
@@ -217,9 +218,6 @@ class LoadSession:
             context={},
         )
 
-    def user_done(self, user: Any) -> None:
-        """A user found nothing left to send (schedule or quota exhausted)."""
-
     # -- lifecycle -----------------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
         return {
@@ -233,7 +231,6 @@ class LoadSession:
         }
 
     def info(self) -> dict[str, Any]:
-        lagged = 0
         return {
             "model": self.model,
             "workload": self.workload.name,
@@ -242,10 +239,7 @@ class LoadSession:
             "warmup_end_ns": self.warmup_end,
             "measure_end_ns": self.measure_end,
             "run_end_ns": self.run_end,
-            "lagged": lagged,
         }
-
-    finished = False
 
     def finish(self) -> None:
         self.probe.stop()
@@ -263,10 +257,8 @@ def parse_fraction(text: str) -> float:
 def _per_request_slos(text: str) -> dict[str, float]:
     if not text:
         return {}
-    try:
-        from eyechart.load import gates
-    except ImportError:
-        return {}
+    from eyechart.load import gates
+
     return dict(gates.per_request_slos(gates.parse_slo(text)))
 
 
@@ -278,7 +270,7 @@ def discover_model(base_url: str, api_key: str, timeout: float = 10.0) -> str:
     try:
         r = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=timeout)
     except httpx.HTTPError as exc:
-        raise ModelError(f"cannot reach {base_url}/models: {type(exc).__name__}: {exc}") from None
+        raise ModelError(f"target {base_url} is unreachable: {type(exc).__name__}: {exc}") from None
     if r.status_code != 200:
         raise ModelError(f"{base_url}/models answered HTTP {r.status_code}; give --model")
     try:

@@ -84,7 +84,10 @@ class LoadStats:
         if unknown:
             raise ValueError(f"no per-request SLO for {sorted(unknown)}; known: {PER_REQUEST_SLO_METRICS}")
         self.slo_per_request = slo
-        self._slo_ns = [(name, int(ms * 1e6)) for name, ms in slo.items()]
+        # (derive, limit in ns); derive None: itl, judged on the request's largest gap
+        self._slo_ns = [
+            (None if name == "itl" else METRICS[name].derive, int(ms * 1e6)) for name, ms in slo.items()
+        ]
         self.measure_stages = frozenset(measure_stages)
         self.hists: dict[str, Histogram] = {m: Histogram(divisor=1000) for m in LATENCY_METRICS}
         self.hists.update({m: Histogram() for m in COUNT_METRICS})
@@ -185,8 +188,8 @@ class LoadStats:
         if itl_ns:
             self._itl.record_many(itl_ns)
         good = True
-        for name, limit in self._slo_ns:
-            v = (max(itl_ns) if itl_ns else None) if name == "itl" else METRICS[name].derive(rec)  # type: ignore[misc]
+        for derive, limit in self._slo_ns:
+            v = (max(itl_ns) if itl_ns else None) if derive is None else derive(rec)
             if v is not None and v > limit:
                 good = False
                 break
@@ -300,27 +303,13 @@ class LoadStats:
         h = self.hists[name]
         scale = 1000.0 if METRICS[name].kind == "latency" else 1.0  # µs -> ms
         n = h.count
+        pcts = [f"p{int(p)}" for p in PERCENTILES]
+        out: dict[str, Any] = {"unit": METRICS[name].unit, "count": n}
         if not n:
-            return {
-                "unit": METRICS[name].unit,
-                "count": 0,
-                "mean": None,
-                "min": None,
-                "p50": None,
-                "p90": None,
-                "p95": None,
-                "p99": None,
-                "max": None,
-            }
+            return {**out, **dict.fromkeys(["mean", "min", *pcts, "max"])}
         ps = h.percentiles(PERCENTILES)
-        out: dict[str, Any] = {
-            "unit": METRICS[name].unit,
-            "count": n,
-            "mean": h.mean() / scale,
-            "min": h.min() / scale,
-        }
-        for p in PERCENTILES:
-            out[f"p{int(p)}"] = ps[p] / scale
+        out.update(mean=h.mean() / scale, min=h.min() / scale)
+        out.update({key: ps[p] / scale for key, p in zip(pcts, PERCENTILES, strict=True)})
         out["max"] = h.max() / scale
         return out
 

@@ -9,13 +9,8 @@ straight off the socket, stamping each read with ``time.monotonic_ns()``:
   is not the first token), one timestamp per content chunk for ITL (per chunk, not per SSE line),
 - ``t_end`` at the read holding the end of the body.
 
-The reader is cheap on purpose (the hot path runs ~150k chunks/s): events are split with bytes
-operations and an event is JSON-parsed only when the fast path cannot decide. The fast path looks at the
-bytes after ``"content":`` — a ``"`` followed by another ``"`` or ``null`` means empty, anything else
-non-empty — and checks the event is a ``{...}`` object. Tradeoff: a chunk whose JSON is broken *inside*
-(not at its ends) and that carries content is counted as content, not as a protocol error; the
-conformance job (``eyechart conform``) parses every chunk strictly and catches that. Events without
-``"content"`` (role-only, finish, usage, error) are parsed in full.
+The reader (:class:`eyechart.load.chunks.StreamReader`) is cheap on purpose, since the hot path runs
+~150k chunks/s; its docstring states the fast path and its one tradeoff.
 """
 
 from __future__ import annotations
@@ -73,27 +68,23 @@ class VisionChatUser(FastHttpUser):
         s = self._session
         t_sched = s.next_send()
         if t_sched is None:
-            s.user_done(self)
             raise StopUser()
         if t_sched > 0:
             delay = t_sched - _monotonic_ns()
             if delay > 0:
-                self._sleep(delay / 1e9)
+                gevent.sleep(delay / 1e9)
         else:
             t_sched = None  # closed loop
-        template = s.pick()
-        rec = self.send(template, t_sched)
-        s.record(rec, self._times)
+        rec, chunk_times = self.send(s.pick(), t_sched)
+        s.record(rec, chunk_times)
 
-    def _sleep(self, seconds: float) -> None:
-        gevent.sleep(seconds)
-
-    def send(self, template: Any, t_sched: int | None) -> RequestRecord:
+    def send(self, template: Any, t_sched: int | None) -> tuple[RequestRecord, list[int]]:
+        """One request: its record and the arrival times of its content chunks (for ITL)."""
         s = self._session
         rid = s.new_request_id()
         headers = dict(self._headers)
         headers["X-Request-Id"] = rid
-        self._times: list[int] = []
+        times: list[int] = []
         rec = RequestRecord(
             request_id=rid,
             stage=s.stage_of(t_sched if t_sched is not None else _monotonic_ns()),
@@ -114,7 +105,7 @@ class VisionChatUser(FastHttpUser):
             rec.t_end = _monotonic_ns()
             rec.error_class = classify_exception(exc)
             rec.error = f"{type(exc).__name__}: {str(exc)[:200]}"
-            return rec
+            return rec, times
         rec.t_head = _monotonic_ns()
         status = resp.status_code
         rec.status = status
@@ -129,23 +120,24 @@ class VisionChatUser(FastHttpUser):
                     rec.error = f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}"
                 else:
                     self._whole(rec, body)
-                return rec
+                return rec, times
             if "event-stream" not in (resp.get("content-type") or ""):
                 body = resp.read()
                 rec.t_end = _monotonic_ns()
                 rec.error_class = "protocol"
                 rec.error = f"stream asked, got Content-Type {resp.get('content-type')!r}"
-                return rec
-            self._stream(rec, resp)
+                return rec, times
+            times = self._stream(rec, resp)
         except Exception as exc:
             rec.t_end = _monotonic_ns()
             rec.error_class = classify_exception(exc)
             rec.error = f"{type(exc).__name__} while reading: {str(exc)[:200]}"
             with contextlib.suppress(Exception):
                 resp.release()
-        return rec
+        return rec, times
 
-    def _stream(self, rec: RequestRecord, resp: Any) -> None:
+    def _stream(self, rec: RequestRecord, resp: Any) -> list[int]:
+        """Read the SSE body into ``rec``; returns the content chunks' arrival times."""
         reader = StreamReader()
         feed = reader.feed
         nbytes = 0
@@ -197,7 +189,7 @@ class VisionChatUser(FastHttpUser):
         elif not resp.message_complete:
             rec.error_class = "protocol"
             rec.error = "connection closed before the end of the body"
-        self._times = times
+        return times
 
     def _whole(self, rec: RequestRecord, body: bytes) -> None:
         try:

@@ -26,7 +26,6 @@ once against the request schema), so the hot path only picks one and sends it.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import random
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from eyechart import bundled
+from eyechart.wire.build import data_uri
 
 PROMPT_KINDS = ("caption", "ocr", "compare", "text")
 TRANSPORTS = ("base64", "url")
@@ -211,9 +211,9 @@ def parse_workload(data: Mapping[str, Any], path: Path) -> Workload:
     if sum(transport.values()) <= 0:
         raise err("transport", "weights sum to zero")
 
-    images = tuple(_parse_source(i, s, path, err) for i, s in enumerate(data.get("images", []) or []))
     if not isinstance(data.get("images", []), list):
         raise err("images", "must be an array of tables ([[images]])")
+    images = tuple(_parse_source(i, s, path, err) for i, s in enumerate(data.get("images", []) or []))
     if max(ipr) > 0 and not images:
         raise err("images", "images_per_request asks for images but no [[images]] source is given")
     if transport.get("url", 0) > 0 and images and not any(s.kind == "fixture" for s in images):
@@ -325,21 +325,6 @@ def _parse_source(i: int, source: Any, path: Path, err: Callable[[str, str], Wor
 # --- building request bodies -------------------------------------------------------------------
 
 
-def _synthetic(width: int, height: int, fmt: str, seed: int) -> bytes:
-    try:
-        from eyechart.images import fixtures
-
-        return bytes(fixtures.synthetic(width, height, fmt, seed))
-    except (ImportError, AttributeError):
-        from PIL import Image
-
-        rng = random.Random(seed)
-        img = Image.new("RGB", (width, height), tuple(rng.randrange(256) for _ in range(3)))
-        out = io.BytesIO()
-        img.save(out, format=fmt.upper())
-        return out.getvalue()
-
-
 def _sniff(data: bytes, origin: str) -> tuple[str, int, int]:
     from PIL import Image, UnidentifiedImageError
 
@@ -356,16 +341,14 @@ def _sniff(data: bytes, origin: str) -> tuple[str, int, int]:
 
 
 def _load_images(workload: Workload) -> list[_Image]:
+    from eyechart.images import fixtures
+
     out: list[_Image] = []
     for source in workload.images:
         if source.kind == "fixture":
             try:
-                from eyechart.images import fixtures
-            except ImportError as exc:  # pragma: no cover - the images package ships with eyechart
-                raise WorkloadError(f"{workload.path}: fixtures are not available: {exc}") from exc
-            try:
                 fx = fixtures.get(source.value)
-            except (KeyError, LookupError, ValueError) as exc:
+            except (LookupError, ValueError) as exc:
                 raise WorkloadError(
                     f"{workload.path}: key 'images': no fixture {source.value!r} ({exc})"
                 ) from exc
@@ -398,7 +381,7 @@ def _load_images(workload: Workload) -> list[_Image]:
         else:
             spec = source.value
             for k in range(spec["count"]):
-                data = _synthetic(spec["width"], spec["height"], spec["format"], workload.seed + k)
+                data = fixtures.synthetic(spec["width"], spec["height"], spec["format"], workload.seed + k)
                 name = f"synthetic-{spec['width']}x{spec['height']}-{k}.{spec['format']}"
                 out.append(_Image(name, data, FORMATS[spec["format"]], spec["width"], spec["height"]))
     return out
@@ -471,9 +454,7 @@ def build_templates(
                 used.add("url")
             else:
                 if img.name not in encoded:
-                    encoded[img.name] = (
-                        f"data:{img.media_type};base64,{base64.b64encode(img.data).decode('ascii')}"
-                    )
+                    encoded[img.name] = data_uri(img.data, img.media_type)
                 url = encoded[img.name]
                 used.add("base64")
             content.append({"type": "image_url", "image_url": {"url": url}})

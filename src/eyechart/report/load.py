@@ -166,13 +166,7 @@ def _e(x: Any) -> str:
 
 
 def _num(x: Any) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, int):
-        return f"{x:,}"
-    if isinstance(x, float):
-        return f"{x:,.3f}" if abs(x) < 1000 else f"{x:,.1f}"
-    return _e(x)
+    return _e(_plain(x))
 
 
 def render_html(summary: Mapping[str, Any], stats: LoadStats, stages: Sequence[Mapping[str, Any]]) -> str:

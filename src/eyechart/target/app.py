@@ -43,6 +43,7 @@ from eyechart.target.prom import CONTENT_TYPE as PROM_CONTENT_TYPE
 from eyechart.target.prom import Metrics
 from eyechart.target.trace import TraceWriter
 from eyechart.target.vision import answer as vision_answer
+from eyechart.wire.schemas import problems as schema_problems
 
 log = logging.getLogger("eyechart.target")
 
@@ -329,7 +330,6 @@ class TargetState:
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="eyechart-vision")
         self.fetcher: Fetcher | None = None
         self.trace: TraceWriter | None = None
-        self.schema_problems: Callable[[str, Any], list[Any]] | None = _load_schema_checker()
 
     async def start(self) -> None:
         self.fetcher = Fetcher(allow_private=self.config.allow_private_urls)
@@ -346,16 +346,6 @@ class TargetState:
     def record(self, rec: dict[str, Any]) -> None:
         if self.trace is not None:
             self.trace.record(rec)
-
-
-def _load_schema_checker() -> Callable[[str, Any], list[Any]] | None:
-    """The harness's own request schema, when the wire package provides it."""
-    try:
-        from eyechart.wire.schemas import problems
-    except ImportError:  # pragma: no cover - only in a partial checkout
-        log.warning("eyechart.wire.schemas not available: requests are checked without the JSON Schema")
-        return None
-    return problems
 
 
 def create_app(config: ServeConfig) -> Starlette:
@@ -488,24 +478,21 @@ async def read_json(state: TargetState, request: Request) -> tuple[Any, int]:
     if not raw:
         raise ApiError(400, "the request body is empty; send a JSON object", code="invalid_json")
     try:
-        if size > 1 << 20:
-            body = await asyncio.get_running_loop().run_in_executor(state.executor, json.loads, raw)
-        else:
-            body = json.loads(raw)
+        body = await _off_loop_if_large(state, size, json.loads, raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     return body, size
 
 
-async def check_schema(state: TargetState, body: Any, size: int) -> None:
-    if state.schema_problems is None:
-        return
+async def _off_loop_if_large(state: TargetState, size: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``; in the worker threads for bodies over 1 MiB, so a big image never stalls the loop."""
     if size > 1 << 20:
-        found = await asyncio.get_running_loop().run_in_executor(
-            state.executor, state.schema_problems, "request", body
-        )
-    else:
-        found = state.schema_problems("request", body)
+        return await asyncio.get_running_loop().run_in_executor(state.executor, fn, *args)
+    return fn(*args)
+
+
+async def check_schema(state: TargetState, body: Any, size: int) -> None:
+    found = await _off_loop_if_large(state, size, schema_problems, "request", body)
     if found:
         first = found[0]
         pointer = str(getattr(first, "pointer", ""))
@@ -766,15 +753,20 @@ class Answer:
 
     # ------------------------------------------------------------------ streaming
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        """One ``chat.completion.chunk`` SSE event."""
         payload = {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "choices": choices,
+            **extra,
         }
         return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return self._event([{"index": 0, "delta": delta, "finish_reason": finish}])
 
     async def events(self) -> AsyncIterator[bytes]:
         """The SSE body. Content chunks are written one per token, when the engine makes it (except at
@@ -812,26 +804,17 @@ class Answer:
                     role = b'"role":"assistant",' if i == 0 else b""
                     chunk = prefix + role + b'"content":' + json.dumps(tok.text).encode() + suffix
                     count += 1
+                    token_ns.append(time.monotonic_ns())
                     if zero:
                         held.append(chunk)
-                        token_ns.append(time.monotonic_ns())
                     else:
-                        token_ns.append(time.monotonic_ns())
                         yield chunk
             tail = []
             if count == 0:
                 tail.append(self._chunk({"role": "assistant", "content": ""}))
             tail.append(self._chunk({}, self.finish))
             if self.chat.include_usage:
-                usage_chunk = {
-                    "id": self.id,
-                    "object": "chat.completion.chunk",
-                    "created": self.created,
-                    "model": self.model,
-                    "choices": [],
-                    "usage": self.usage(count),
-                }
-                tail.append(b"data: " + json.dumps(usage_chunk, separators=(",", ":")).encode() + b"\n\n")
+                tail.append(self._event([], usage=self.usage(count)))
             tail.append(b"data: [DONE]\n\n")
             yield b"".join(held) + b"".join(tail)
         except InjectedDisconnect:

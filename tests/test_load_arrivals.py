@@ -86,3 +86,14 @@ def test_reader_framing_and_protocol_errors() -> None:
     err = _read(b'data: {"error":{"message":"boom"}}\n\n')
     assert err.error_class == "protocol" and "boom" in (err.error or "")
     assert _read(b"data: [DONE]\n\ndata: {}\n\n").error_class == "protocol"
+
+
+def test_content_outside_the_fast_path_is_still_counted_once() -> None:
+    """JSON with whitespace around it misses the byte-level fast path; the full parse must count it."""
+    padded = b'data: {"choices":[{"delta":{"content":"a"}}]} \n\n'
+    with_usage = (
+        b'data: {"choices":[{"delta":{"content":"b"}}],'
+        b'"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n'
+    )
+    r = _read(padded, with_usage, b"data: [DONE]\n\n")
+    assert r.chunk_times == [1, 2] and r.completion_tokens == 2 and r.error_class is None

@@ -85,6 +85,7 @@ class StreamReader:
         if payload == _DONE:
             self.done = True
             return
+        counted = False
         i = payload.find(_CONTENT)
         if i >= 0 and payload[:1] == b"{" and payload[-1:] == b"}":
             j = i + 9
@@ -94,6 +95,7 @@ class StreamReader:
             c = payload[j : j + 2]
             if c != b'""' and c[:1] != b"n":
                 self.chunk_times.append(t_ns)
+                counted = True
             k = payload.find(_USAGE)
             if k < 0:
                 return
@@ -102,9 +104,9 @@ class StreamReader:
                 k += 1
             if payload[k : k + 1] != b"{":
                 return  # "usage": null on a content chunk
-        self._parse(payload, t_ns)
+        self._parse(payload, t_ns, counted)
 
-    def _parse(self, payload: bytes, t_ns: int) -> None:
+    def _parse(self, payload: bytes, t_ns: int, counted: bool = False) -> None:
         try:
             obj = json.loads(payload)
         except ValueError:
@@ -131,8 +133,8 @@ class StreamReader:
             if choice.get("finish_reason"):
                 self.finish = choice["finish_reason"]
             delta = choice.get("delta")
-            # only events the fast path did not see reach here with content (e.g. spaced JSON keys)
-            if isinstance(delta, dict) and delta.get("content") and _CONTENT not in payload:
+            # content the fast path did not count (spaced keys, whitespace around the JSON, ...)
+            if isinstance(delta, dict) and delta.get("content") and not counted:
                 self.chunk_times.append(t_ns)
 
     def _protocol(self, why: str) -> None:

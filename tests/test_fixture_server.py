@@ -176,6 +176,17 @@ def test_public_url_shapes_urls_and_redirects(cache: Path) -> None:
         assert r.headers["location"] == "http://fixtures.example:8900/img/png-rgb"
 
 
+def test_public_url_port_is_the_listening_port(cache: Path) -> None:
+    """--fixture-url http://host:PORT: the target calls back on PORT, so the server listens there."""
+    with FixtureServer(cache=cache) as probe:
+        free = probe.port
+    with FixtureServer(public_url=f"http://fixtures.example:{free}", cache=cache) as srv:
+        assert srv.port == free
+        with httpx.Client(timeout=5.0, trust_env=False) as c:
+            assert c.get(f"http://127.0.0.1:{free}/img/png-rgb").status_code == 200
+    assert FixtureServer(public_url="http://fixtures.example/").port == 0  # no port named: any free one
+
+
 def test_port_in_use_is_a_clear_error(server: FixtureServer) -> None:
     with pytest.raises(FixtureServerError, match="cannot serve fixtures"):
         FixtureServer(port=server.port).start()

@@ -72,7 +72,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--only", action="append", default=[], metavar="PATTERN", help="run only check ids matching")
     g.addoption("--skip", action="append", default=[], metavar="PATTERN", help="leave out check ids matching")
     g.addoption("--fixture-host", help="bind address of the fixture image server (default 127.0.0.1)")
-    g.addoption("--fixture-url", help="public base URL of the fixture server, as the target reaches it")
+    g.addoption(
+        "--fixture-url",
+        help="the fixture server's base URL as the target reaches it (and the port it listens on)",
+    )
     g.addoption(
         "--request-timeout",
         type=float,

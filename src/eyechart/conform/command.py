@@ -74,7 +74,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     fixtures = parser.add_argument_group("fixture server (image URLs the target fetches)")
     fixtures.add_argument("--fixture-host", metavar="HOST", help="bind address (default 127.0.0.1)")
     fixtures.add_argument(
-        "--fixture-url", metavar="URL", help="public base URL of the fixture server as the target reaches it"
+        "--fixture-url",
+        metavar="URL",
+        help="the fixture server's base URL as the target reaches it (and the port it listens on)",
     )
     parser.add_argument(
         "--report-dir",

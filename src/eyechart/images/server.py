@@ -79,8 +79,10 @@ class FixtureServer:
         self, bind: str = "127.0.0.1", port: int = 0, public_url: str | None = None, cache: Path | None = None
     ) -> None:
         self.bind = bind
-        self.port = port
         self.public_url = public_url.rstrip("/") if public_url else None
+        # A public URL that names a port is where the target calls back: listen there too (a k8s
+        # Service or a firewall rule is set up for that port), unless a port is given explicitly.
+        self.port = port or (urlsplit(self.public_url).port or 0 if self.public_url else 0)
         self._cache = cache
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None

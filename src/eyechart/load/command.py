@@ -46,7 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     f = parser.add_argument_group("fixture server (URL transport: image URLs the target fetches)")
     f.add_argument("--fixture-host", metavar="HOST", help="bind address (default 127.0.0.1)")
     f.add_argument(
-        "--fixture-url", metavar="URL", help="public base URL of the fixture server as the target reaches it"
+        "--fixture-url",
+        metavar="URL",
+        help="the fixture server's base URL as the target reaches it (and the port it listens on)",
     )
     w = parser.add_argument_group("load")
     w.add_argument("--workload", default="captioning-mixed", help="workload name or .toml file")

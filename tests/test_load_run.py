@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -184,10 +185,14 @@ def test_url_transport_goes_through_the_fixture_server(tmp_path: Path) -> None:
     # the target really fetched each URL image from the fixture server the run started
     served = int(out.split("fixture server: ")[1].split()[0])
     assert served >= len(by_transport["url"])
-    # a fixture server the target cannot reach shows up as failed requests, not as silence
+    # a fixture server the target cannot reach shows up as failed requests, not as silence: it listens
+    # on 127.0.0.1 at the announced port, but the announced host (127.0.0.9) has nothing there
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
     code, run, out = _load(
         ["--workload", str(wl), "--users", "1", "--requests", "4", "--min-requests", "1",
-         "--fixture-url", "http://127.0.0.1:9", "--target-arg=--speed=20"],
+         "--fixture-url", f"http://127.0.0.9:{free}", "--target-arg=--speed=20"],
         tmp_path / "unreachable",
     )  # fmt: skip
     assert run is not None, out

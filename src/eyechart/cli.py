@@ -42,12 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"eyechart {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, summary) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("eyechart"):
-                continue  # a job not built yet in this checkout
-            raise
+        module = importlib.import_module(module_name)
         doc = (module.__doc__ or summary).strip()
         p = sub.add_parser(
             name, help=summary, description=doc, epilog=EXIT_CODES_HELP, formatter_class=_Formatter

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from eyechart import bundled
+from eyechart.severity import Severity
 
-Severity = Literal["MUST", "SHOULD", "INFO"]
 TokenRule = Literal["none", "qwen2-vl", "llama-3.2-vision", "llava-1.5", "openai-tiles"]
 
 

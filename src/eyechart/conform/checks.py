@@ -22,20 +22,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 import pytest
 
 from eyechart.profiles import Profile
+from eyechart.severity import SEVERITIES, Severity
 from eyechart.wire.build import HarnessBug as HarnessBug  # re-exported: cases catch it from here
 
 if TYPE_CHECKING:
     from eyechart.wire.exchange import Exchange
 
-Severity = Literal["MUST", "SHOULD", "INFO"]
 SeveritySpec = Severity | Callable[[Profile], Severity]
 Status = Literal["pass", "fail", "warn", "skip", "error"]
-SEVERITIES: tuple[str, ...] = get_args(Severity)
 MARK = "eyechart_check"
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -35,9 +35,9 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-Severity = Literal["MUST", "SHOULD", "INFO"]
+from eyechart.severity import Severity
 
 DONE = "[DONE]"
 _BOM = b"\xef\xbb\xbf"

@@ -156,6 +156,7 @@ def render_section(plan: Mapping[str, Any]) -> str:
     parts = [
         "<section id='capacity-plan'>",
         "<h2>Capacity plan</h2>",
+        _about_html(plan.get("run") or {}),
         f"<p>SLOs: {', '.join(f'<code>{_e(s)}</code>' for s in plan['slo'])}</p>",
         f"<p class='verdict {'ok' if good else 'bad'}'>{_e(plan['conclusion'])}</p>",
         f"<table>{figures}</table>",
@@ -166,6 +167,12 @@ def render_section(plan: Mapping[str, Any]) -> str:
         parts.append("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in plan["notes"]) + "</ul>")
     parts += [f"<p><small>Method: {_e(plan['method'])}</small></p>", "</section>"]
     return "\n".join(p for p in parts if p)
+
+
+def _about_html(run: Mapping[str, Any]) -> str:
+    words = {"model": "model", "workload": "workload", "base_url": "target"}
+    parts = [f"{label} <code>{_e(run[k])}</code>" for k, label in words.items() if run.get(k)]
+    return f"<p>{', '.join(parts)}</p>" if parts else ""
 
 
 def _points_html(plan: Mapping[str, Any]) -> str:

@@ -4,12 +4,14 @@ Run: ``PYTHONPATH=src:tests .venv/bin/python bench/bench_plan.py``. The syntheti
 behind a fixed prefill (tests/plan_curves.py): TTFT p95 <= T holds up to λ* = μ − ln 20 / (T − base)
 exactly. For each spacing the sweep is measured ``TRIALS`` times with sampled latencies (one draw per
 completed request), and the bench prints the median and worst error of max_goodput_rps against λ*, how
-often the stated [low, high] range holds λ*, and the range's width. The same with exact quantiles shows
-the interpolation's own bias (no sampling noise).
+often the stated [low, high] range holds λ*, the range's median width relative to λ*, and how many
+trials gave no estimate (the SLO breached already at the lowest point, by sampling noise). The same
+sweep with exact quantiles ("exact") shows the interpolation's own bias, free of sampling noise.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import sys
@@ -51,7 +53,7 @@ def main() -> None:
     print(f"M/M/1 target, mu = {MU:g} req/s, prefill {BASE_MS:g} ms; SLO ttft_p95 <= T; {TRIALS} trials each")
     header = (
         f"{'spacing':<28}{'T ms':>6}{'truth':>7}{'exact':>8}{'median err':>12}{'worst err':>11}"
-        f"{'in range':>10}{'range width':>13}"
+        f"{'no est.':>9}{'in range':>10}{'range width':>13}"
     )
     for duration in (30.0, 120.0):
         print(f"\npoints of {duration:g} s each (about {duration * MU * 0.5:.0f} requests at half load)")
@@ -60,7 +62,7 @@ def main() -> None:
             for thr in THRESHOLDS_MS:
                 truth = ttft_limit(MU, BASE_MS, thr)
                 exact = run(rates, thr, duration, None)["max_goodput_rps"]
-                errs, inside, widths = [], 0, []
+                errs, inside, widths, none = [], 0, [], 0
                 rng = random.Random(7)
                 for _ in range(TRIALS):
                     plan = run(rates, thr, duration, rng)
@@ -69,19 +71,20 @@ def main() -> None:
                         plan["max_goodput_rps_low"],
                         plan["max_goodput_rps_high"],
                     )
-                    if est is None:
-                        errs.append(-1.0)
-                        continue
-                    errs.append(est / truth - 1)
                     inside += lo <= truth <= (hi if hi is not None else float("inf"))
+                    if est is None:  # breached already at the lowest point (by sampling noise)
+                        none += 1
+                    else:
+                        errs.append(est / truth - 1)
                     if hi is not None:
                         widths.append((hi - lo) / truth)
                 exact_err = f"{exact / truth - 1:+.1%}" if exact is not None else "none"
-                worst = max(errs, key=abs)
+                worst = max(errs, key=abs) if errs else math.nan
+                median = statistics.median(errs) if errs else math.nan
                 width = f"{statistics.median(widths):.0%}" if widths else "open"
                 print(
-                    f"{name:<28}{thr:>6.0f}{truth:>7.2f}{exact_err:>8}{statistics.median(errs):>+12.1%}"
-                    f"{worst:>+11.1%}{inside / TRIALS:>10.0%}{width:>13}"
+                    f"{name:<28}{thr:>6.0f}{truth:>7.2f}{exact_err:>8}{median:>+12.1%}"
+                    f"{worst:>+11.1%}{none:>9}{inside / TRIALS:>10.0%}{width:>13}"
                 )
     print(f"\n{time.perf_counter() - t0:.1f} s")
 

@@ -223,13 +223,24 @@ def test_no_valid_point_gives_no_plan() -> None:
     assert plan["conclusion"].startswith("no valid point")
 
 
-def test_a_breach_that_heals_is_named_and_the_first_breach_counts() -> None:
+def test_a_significant_breach_counts_even_when_higher_loads_hold_again() -> None:
     summary = mm1_sweep(RATES)
-    summary["sweep"]["points"][2]["metrics"]["ttft"]["p95"] = 1500.0  # 3 req/s: a noisy spike
+    ttft = summary["sweep"]["points"][2]["metrics"]["ttft"]  # 3 req/s: every quantile 3x (a GC pause?)
+    ttft.update({k: v * 3 for k, v in ttft.items() if k not in ("unit", "count")})
     plan = plan_of(summary, "ttft_p95<=1s")
     assert [e["offered_rps"] for e in plan["bracket"]] == [2, 3]
     assert plan["max_goodput_rps"] < 3
-    assert any("holds again" in n for n in plan["notes"])
+    assert any("holds again" in n and "first breach" in n for n in plan["notes"])
+
+
+def test_a_breach_within_sampling_error_that_later_points_contradict_is_noise() -> None:
+    summary = mm1_sweep(RATES, duration_s=20)
+    ttft = summary["sweep"]["points"][1]["metrics"]["ttft"]  # 2 req/s, 40 samples: p95 just over
+    ttft.update(p95=1010.0, p99=1200.0, max=1300.0)
+    plan = plan_of(summary, "ttft_p95<=1s")
+    assert [e["offered_rps"] for e in plan["bracket"]] == [6, 7]
+    assert plan["max_goodput_rps_low"] <= 1  # the range still counts the blip
+    assert any("breached at 2 req/s offered, but within sampling error" in n for n in plan["notes"])
 
 
 def test_points_are_ordered_by_load_whatever_order_the_sweep_ran_them() -> None:

@@ -30,7 +30,9 @@ _KNOTS = (("min", 0.0), ("p50", 0.50), ("p90", 0.90), ("p95", 0.95), ("p99", 0.9
 
 METHOD = (
     "Only valid points count, ordered by offered load (or users). For each SLO, the first point where it "
-    "is breached and the point before it bracket its limit; the limit is the achieved request rate at "
+    "is breached and the last point before it where it holds bracket its limit (a breach within sampling "
+    "error is passed over only when a higher load holds beyond sampling error); the limit is the "
+    "achieved request rate at "
     "which the SLO's observed value reaches its threshold, interpolated linearly between those two points "
     "(on a convex latency curve this errs low, on the safe side). max_goodput_rps is the lowest limit "
     "over the SLOs (limiting_slo); when no SLO is breached it is the highest rate measured, a lower bound "
@@ -38,7 +40,8 @@ METHOD = (
     "the last point before an SLO is breached at the pessimistic end of its 95 % interval, high the first "
     "point where one is breached even at the optimistic end (unknown when none is). A quantile's 95 % "
     "interval is the binomial order-statistic interval for the point's sample count, read off the "
-    "point's own min/p50/p90/p95/p99/max by linear interpolation (the max or min stands in where the "
+    "point's own min/p50/p90/p95/p99/max, interpolated on the scale -ln(1 - p) where an exponential tail "
+    "is straight (the max or min stands in where the "
     "count is too small to bound it); means, maxima and error or goodput shares are taken as observed. "
     "replicas = ceil(target_rps / (max_goodput_rps x (1 - headroom))), its range from the high/low "
     "bounds; cost per request is gpu_hour_cost x gpus_per_replica / (max_goodput_rps x (1 - headroom) x "
@@ -203,14 +206,25 @@ def too_few_for_quantile(slo: Slo, doc: Mapping[str, Any]) -> int | None:
 
 
 def _quantile_at(m: Mapping[str, Any], p: float) -> float | None:
-    knots = [(q, float(m[k])) for k, q in _KNOTS if _num(m.get(k)) is not None]
+    """The value at quantile ``p``, interpolated between the point's known quantiles on the scale
+    −ln(1 − p), where an exponential tail is a straight line (latency tails are about that shape;
+    plain linear interpolation between p50 and p90 overstates the quantiles in between). The maximum
+    sits at p = n / (n + 1), where the largest of n samples falls on average."""
+    n = int(m.get("count") or 0)
+    top = n / (n + 1) if n else 0.99
+    knots = [
+        (-math.log1p(-(top if k == "max" else min(q, top))), float(m[k]))
+        for k, q in _KNOTS
+        if _num(m.get(k)) is not None
+    ]
     if not knots:
         return None
-    if p <= knots[0][0]:
+    t = -math.log1p(-min(p, top))
+    if t <= knots[0][0]:
         return knots[0][1]
-    for (q0, v0), (q1, v1) in itertools.pairwise(knots):
-        if p <= q1:
-            return v0 + (v1 - v0) * (p - q0) / (q1 - q0) if q1 > q0 else v1
+    for (t0, v0), (t1, v1) in itertools.pairwise(knots):
+        if t <= t1:
+            return v0 + (v1 - v0) * (t - t0) / (t1 - t0) if t1 > t0 else v1
     return knots[-1][1]
 
 
@@ -222,10 +236,12 @@ class SloLimit:
     observed: list[float | None]
     intervals: list[tuple[float, float] | None]
     first_breach: int | None  # index into the valid points; None: holds at every one
+    last_hold: int | None  # the last point before the first breach where it holds (the bracket's low end)
     estimate: float | None  # interpolated limit in req/s; None: breached already at the lowest point
     low: float
     high: float | None  # None: no point breaches it even at the optimistic end of its interval
     holds_again: list[int]  # points after the first breach where it holds again (noise or warm-up)
+    blips: list[int]  # breaches before it within sampling error that later points contradict
 
     def holds(self, i: int) -> bool:
         v = self.observed[i]
@@ -239,15 +255,23 @@ def analyse(slo: Slo, points: Sequence[Point]) -> SloLimit:
     upper_is_bad = slo.op in ("<=", "<")
     pess = [None if iv is None else iv[1] if upper_is_bad else iv[0] for iv in intervals]
     opti = [None if iv is None else iv[0] if upper_is_bad else iv[1] for iv in intervals]
-    k, estimate = _crossing(slo, xs, observed)
-    k_pess, _ = _crossing(slo, xs, pess)
-    k_opti, _ = _crossing(slo, xs, opti, optimistic=True)
+    # A breach within sampling error that a higher load contradicts beyond sampling error (the SLO holds
+    # there even at the pessimistic end) is noise, not the limit: latency does not fall as load rises.
+    # Near the limit no point holds that clearly, so there the first breach stands (the safe side).
+    noise = [
+        not _holds(slo, v) and _holds(slo, o, optimistic=True) and any(_holds(slo, w) for w in pess[i:])
+        for i, (v, o) in enumerate(zip(observed, opti, strict=True))
+    ]
+    k, below, estimate = _crossing(slo, xs, observed, skip=noise)
+    k_pess, _, _ = _crossing(slo, xs, pess)
+    k_opti, _, _ = _crossing(slo, xs, opti, optimistic=True)
     low = max(xs if k_pess is None else xs[:k_pess], default=0.0)
     high = xs[k_opti] if k_opti is not None else None
     holds_again = []
     if k is not None:
         holds_again = [i for i in range(k + 1, len(points)) if _holds(slo, observed[i])]
-    return SloLimit(slo, observed, intervals, k, estimate, low, high, holds_again)
+    blips = [i for i in range(len(points) if k is None else k) if noise[i]]
+    return SloLimit(slo, observed, intervals, k, below, estimate, low, high, holds_again, blips)
 
 
 def _holds(slo: Slo, v: float | None, optimistic: bool = False) -> bool:
@@ -257,20 +281,29 @@ def _holds(slo: Slo, v: float | None, optimistic: bool = False) -> bool:
 
 
 def _crossing(
-    slo: Slo, xs: Sequence[float], values: Sequence[float | None], optimistic: bool = False
-) -> tuple[int | None, float | None]:
-    """(first point where the SLO is breached, rate where its value reaches the threshold)."""
+    slo: Slo,
+    xs: Sequence[float],
+    values: Sequence[float | None],
+    optimistic: bool = False,
+    skip: Sequence[bool] = (),
+) -> tuple[int | None, int | None, float | None]:
+    """(first point where the SLO is breached, the last point before it where it holds, the rate where
+    its value reaches the threshold between them); breaches flagged in ``skip`` do not count."""
+    below = None
     for k, v in enumerate(values):
         if _holds(slo, v, optimistic):
+            below = k
             continue
-        if k == 0:
-            return 0, None
-        a, xa, xb = values[k - 1], xs[k - 1], xs[k]
+        if k < len(skip) and skip[k]:
+            continue
+        if below is None:
+            return k, None, None
+        a, xa, xb = values[below], xs[below], xs[k]
         if v is None or a is None or not math.isfinite(v) or v == a or xb <= xa:
-            return k, xa  # nothing to interpolate on (or throughput fell): the last rate that held
+            return k, below, xa  # nothing to interpolate on (or throughput fell): the last rate that held
         t = min(max((slo.threshold - a) / (v - a), 0.0), 1.0)
-        return k, xa + t * (xb - xa)
-    return None, None
+        return k, below, xa + t * (xb - xa)
+    return None, below, None
 
 
 def parse_headroom(text: str) -> float:
@@ -444,9 +477,15 @@ def _slo_doc(lim: SloLimit, points: Sequence[Point]) -> dict[str, Any]:
         "limit_rps_low": _r(lim.low),
         "limit_rps_high": _r(lim.high),
         "breached": k is not None,
-        "bracket": None if k is None else [points[k - 1].ref(lim.slo) if k > 0 else None,
-                                           points[k].ref(lim.slo)],
-    }  # fmt: skip
+        "bracket": None if k is None else _bracket(lim, points),
+    }
+
+
+def _bracket(lim: SloLimit, points: Sequence[Point]) -> list[dict[str, Any] | None]:
+    """[last point where the SLO holds, first point where it is breached]."""
+    assert lim.first_breach is not None
+    below = None if lim.last_hold is None else points[lim.last_hold].ref(lim.slo)
+    return [below, points[lim.first_breach].ref(lim.slo)]
 
 
 def _point_doc(p: Point, limits: Sequence[SloLimit], valid: Sequence[Point]) -> dict[str, Any]:
@@ -492,6 +531,12 @@ def _notes(limits: Sequence[SloLimit], points: Sequence[Point], mode: str) -> li
                 f"{points[lim.first_breach or 0].label}: noise at these sample counts or a warm-up "
                 "effect; the plan uses the first breach"
             )
+        if lim.blips:
+            blips = ", ".join(points[i].label for i in lim.blips)
+            notes.append(
+                f"{lim.slo.text} is breached at {blips}, but within sampling error and it holds again at "
+                "higher load: taken as noise, not the limit (the low end of the range still counts it)"
+            )
         few = [n for p in points if (n := too_few_for_quantile(lim.slo, p.doc)) is not None]
         if few:
             notes.append(
@@ -529,10 +574,15 @@ def _conclusion(
     est, low, high = plan["max_goodput_rps"], plan["max_goodput_rps_low"], plan["max_goodput_rps_high"]
     lowest = points[0]
     if mode == "single":
+        if limiting is None and saturated:
+            return (
+                f"one point: every SLO holds at {_rps(lowest.rate)} and the target was saturated there: "
+                "that is about its maximum"
+            )
         if limiting is None:
             return (
                 f"one point: every SLO holds at {_rps(lowest.rate)}; the maximum is at least "
-                f"{_rps(lowest.rate)}" + (" (the target was saturated there)" if saturated else "")
+                f"{_rps(lowest.rate)}"
             )
         return (
             f"one point: {limiting.slo.text} is breached at {_rps(lowest.rate)}; the maximum under the "

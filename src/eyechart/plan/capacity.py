@@ -259,7 +259,7 @@ def analyse(slo: Slo, points: Sequence[Point]) -> SloLimit:
     # there even at the pessimistic end) is noise, not the limit: latency does not fall as load rises.
     # Near the limit no point holds that clearly, so there the first breach stands (the safe side).
     noise = [
-        not _holds(slo, v) and _holds(slo, o, optimistic=True) and any(_holds(slo, w) for w in pess[i:])
+        v is not None and not _holds(slo, v) and _holds(slo, o) and any(_holds(slo, w) for w in pess[i:])
         for i, (v, o) in enumerate(zip(observed, opti, strict=True))
     ]
     k, below, estimate = _crossing(slo, xs, observed, skip=noise)
@@ -363,8 +363,7 @@ def make_plan(
 
     bracket: list[dict[str, Any] | None] | None = None
     if limiting is not None and limiting.first_breach is not None:
-        k = limiting.first_breach
-        bracket = [points[k - 1].ref(limiting.slo) if k > 0 else None, points[k].ref(limiting.slo)]
+        bracket = _bracket(limiting, points)
     elif points:
         bracket = [max(points, key=lambda p: p.rate).ref(), None]
 

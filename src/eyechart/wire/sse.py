@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -396,7 +396,7 @@ class SSEReader:
         else:
             try:
                 event.json = json.loads(data)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # RecursionError: nested thousands deep
                 self._findings.add(
                     "invalid_json", "MUST", f"data is not JSON ({exc}): {data[:120]!r}", index, offset
                 )
@@ -506,126 +506,212 @@ def _fill(analysis: StreamAnalysis) -> None:
     analysis.content_reads = len(reads)
 
 
-def chunk_findings(events: list[Event], include_usage: bool | None) -> list[Finding]:
-    """The rules across chunks (CONTRACT.md section 4); ``include_usage=None`` skips the usage rules."""
-    found = _Findings()
-    chunks = [e for e in events if e.is_chunk]
-    if not chunks:
-        if not any(e.is_error for e in events):
-            found.add("no_chunks", "MUST", "the stream carried no chat.completion.chunk")
-        return found.all()
-    first = chunks[0].json
-    seen_choice: set[int] = set()
-    reasons: dict[int, int] = {}
-    usage_only: list[Event] = []
-    for event in chunks:
-        body = event.json
-        if body.get("id") != first.get("id"):
-            found.add(
-                "id_changed",
-                "MUST",
-                f"chunk id {body.get('id')!r} differs from the first {first.get('id')!r}",
-                event.index,
-                event.offset,
-            )
-        if body.get("model") != first.get("model"):
-            found.add(
-                "model_changed",
-                "MUST",
-                f"chunk model {body.get('model')!r} differs from the first {first.get('model')!r}",
-                event.index,
-                event.offset,
-            )
-        choices = body.get("choices")
-        usage = body.get("usage")
-        if choices == [] and isinstance(usage, dict):
-            usage_only.append(event)
-        elif usage is not None and include_usage:
-            found.add(
-                "usage_outside_usage_chunk",
-                "MUST",
-                "usage is set in a chunk other than the final usage chunk (it must be absent or null)",
-                event.index,
-                event.offset,
-            )
-        elif usage is not None and include_usage is False:
-            found.add(
-                "usage_in_content_chunk",
-                "INFO",
-                "usage in a content chunk without include_usage",
-                event.index,
-                event.offset,
-            )
-        for choice in choices if isinstance(choices, list) else []:
-            if not isinstance(choice, dict) or not isinstance(choice.get("index"), int):
+Chunk = tuple[int, dict[str, Any]]  # (index of its event in the stream, the parsed chunk)
+
+
+@dataclass(frozen=True)
+class ChunkSeq:
+    """The chunks of one stream in order, and whether an error event came: what the chunk rules judge."""
+
+    chunks: list[Chunk]
+    error: bool = False
+
+    @classmethod
+    def of(cls, events: list[Event]) -> ChunkSeq:
+        return cls([(e.index, e.json) for e in events if e.is_chunk], any(e.is_error for e in events))
+
+
+ChunkRule = Callable[[ChunkSeq, "bool | None"], "Finding | None"]
+
+
+def _first(code: str, severity: Severity, hits: list[tuple[int | None, str]]) -> Finding | None:
+    """One finding for ``hits`` (event, message): the first one's place and message, all of them counted."""
+    if not hits:
+        return None
+    event, message = hits[0]
+    return Finding(code, severity, message, event, None, len(hits))
+
+
+def _choices(chunk: dict[str, Any]) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """(index, choice, delta) for every well-formed choice (the schema judges the others)."""
+    choices = chunk.get("choices")
+    out = []
+    for choice in choices if isinstance(choices, list) else ():
+        if isinstance(choice, dict) and isinstance(choice.get("index"), int):
+            delta = choice.get("delta")
+            out.append((choice["index"], choice, delta if isinstance(delta, dict) else {}))
+    return out
+
+
+def _is_usage_chunk(chunk: dict[str, Any]) -> bool:
+    return chunk.get("choices") == [] and isinstance(chunk.get("usage"), dict)
+
+
+def no_chunks(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
+    if seq.chunks or seq.error:
+        return None
+    return Finding("no_chunks", "MUST", "the stream carried no chat.completion.chunk")
+
+
+def id_changed(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
+    if not seq.chunks:
+        return None
+    first = seq.chunks[0][1].get("id")
+    hits = [
+        (i, f"chunk id {c.get('id')!r} differs from the first {first!r}")
+        for i, c in seq.chunks
+        if c.get("id") != first
+    ]
+    return _first("id_changed", "MUST", hits)
+
+
+def model_changed(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
+    if not seq.chunks:
+        return None
+    first = seq.chunks[0][1].get("model")
+    hits = [
+        (i, f"chunk model {c.get('model')!r} differs from the first {first!r}")
+        for i, c in seq.chunks
+        if c.get("model") != first
+    ]
+    return _first("model_changed", "MUST", hits)
+
+
+def usage_outside_usage_chunk(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
+    if not include_usage:
+        return None
+    message = "usage is set in a chunk other than the final usage chunk (it must be absent or null)"
+    hits = [(i, message) for i, c in seq.chunks if c.get("usage") is not None and not _is_usage_chunk(c)]
+    return _first("usage_outside_usage_chunk", "MUST", hits)
+
+
+def usage_in_content_chunk(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
+    if include_usage is not False:
+        return None
+    message = "usage in a content chunk without include_usage"
+    hits = [(i, message) for i, c in seq.chunks if c.get("usage") is not None and not _is_usage_chunk(c)]
+    return _first("usage_in_content_chunk", "INFO", hits)
+
+
+def first_delta_no_role(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
+    seen: set[int] = set()
+    hits = []
+    for i, chunk in seq.chunks:
+        for idx, _, delta in _choices(chunk):
+            if idx in seen:
                 continue
-            idx = choice["index"]
-            raw_delta = choice.get("delta")
-            delta: dict[str, Any] = raw_delta if isinstance(raw_delta, dict) else {}
-            if idx not in seen_choice:
-                seen_choice.add(idx)
-                if delta.get("role") != "assistant":
-                    what = repr(delta["role"]) if "role" in delta else "no role"
-                    found.add(
-                        "first_delta_no_role",
-                        "MUST",
-                        f"the first delta of choice {idx} has {what}, not role 'assistant'",
-                        event.index,
-                        event.offset,
-                    )
+            seen.add(idx)
+            if delta.get("role") != "assistant":
+                what = repr(delta["role"]) if "role" in delta else "no role"
+                hits.append((i, f"the first delta of choice {idx} has {what}, not role 'assistant'"))
+    return _first("first_delta_no_role", "MUST", hits)
+
+
+def role_empty(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
+    seen: set[int] = set()
+    hits = []
+    for i, chunk in seq.chunks:
+        for idx, _, delta in _choices(chunk):
+            if idx not in seen:
+                seen.add(idx)
             elif "role" in delta and not delta["role"]:
-                found.add(
-                    "role_empty",
-                    "MUST",
-                    f"a later delta of choice {idx} has role {delta['role']!r}",
-                    event.index,
-                    event.offset,
-                )
+                hits.append((i, f"a later delta of choice {idx} has role {delta['role']!r}"))
+    return _first("role_empty", "MUST", hits)
+
+
+def finish_reason_repeated(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
+    reasons: dict[int, int] = {}
+    hits = []
+    for i, chunk in seq.chunks:
+        for idx, choice, _ in _choices(chunk):
             if choice.get("finish_reason") is not None:
                 reasons[idx] = reasons.get(idx, 0) + 1
                 if reasons[idx] == 2:
-                    found.add(
-                        "finish_reason_repeated",
-                        "MUST",
-                        f"choice {idx} has more than one non-null finish_reason",
-                        event.index,
-                        event.offset,
-                    )
-    for idx in sorted(seen_choice):
-        if idx not in reasons:
-            found.add("finish_reason_missing", "MUST", f"choice {idx} never got a non-null finish_reason")
-    if include_usage:
-        if not usage_only:
-            found.add(
-                "usage_chunk_missing",
-                "MUST",
-                'include_usage was asked, but no chunk with "choices": [] and usage came',
-            )
-        elif len(usage_only) > 1:
-            found.add(
-                "usage_chunk_repeated",
-                "MUST",
-                f"{len(usage_only)} usage chunks instead of one",
-                usage_only[1].index,
-                usage_only[1].offset,
-            )
-        if usage_only and usage_only[-1] is not chunks[-1]:
-            found.add(
-                "usage_chunk_not_last",
-                "MUST",
-                "the usage chunk is not the last chunk before [DONE]",
-                usage_only[-1].index,
-                usage_only[-1].offset,
-            )
-    elif include_usage is False and usage_only:
-        found.add(
-            "usage_unrequested",
-            "MUST",
-            "a usage-only chunk came although include_usage was not asked",
-            usage_only[0].index,
-            usage_only[0].offset,
-        )
-    return found.all()
+                    hits.append((i, f"choice {idx} has more than one non-null finish_reason"))
+    return _first("finish_reason_repeated", "MUST", hits)
+
+
+def finish_reason_missing(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
+    seen: set[int] = set()
+    finished: set[int] = set()
+    for _, chunk in seq.chunks:
+        for idx, choice, _ in _choices(chunk):
+            seen.add(idx)
+            if choice.get("finish_reason") is not None:
+                finished.add(idx)
+    hits = [(None, f"choice {idx} never got a non-null finish_reason") for idx in sorted(seen - finished)]
+    return _first("finish_reason_missing", "MUST", hits)
+
+
+def _usage_events(seq: ChunkSeq) -> list[int]:
+    return [i for i, c in seq.chunks if _is_usage_chunk(c)]
+
+
+def usage_chunk_missing(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
+    if not include_usage or not seq.chunks or _usage_events(seq):
+        return None
+    message = 'include_usage was asked, but no chunk with "choices": [] and usage came'
+    return Finding("usage_chunk_missing", "MUST", message)
+
+
+def usage_chunk_repeated(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
+    found = _usage_events(seq) if include_usage else []
+    if len(found) < 2:
+        return None
+    return Finding("usage_chunk_repeated", "MUST", f"{len(found)} usage chunks instead of one", found[1])
+
+
+def usage_chunk_not_last(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
+    found = _usage_events(seq) if include_usage else []
+    if not found or found[-1] == seq.chunks[-1][0]:
+        return None
+    message = "the usage chunk is not the last chunk before [DONE]"
+    return Finding("usage_chunk_not_last", "MUST", message, found[-1])
+
+
+def usage_unrequested(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
+    found = _usage_events(seq) if include_usage is False else []
+    if not found:
+        return None
+    message = "a usage-only chunk came although include_usage was not asked"
+    return Finding("usage_unrequested", "MUST", message, found[0])
+
+
+CHUNK_RULES: dict[str, ChunkRule] = {
+    rule.__name__: rule
+    for rule in (
+        no_chunks,
+        id_changed,
+        model_changed,
+        usage_outside_usage_chunk,
+        usage_in_content_chunk,
+        first_delta_no_role,
+        role_empty,
+        finish_reason_repeated,
+        finish_reason_missing,
+        usage_chunk_missing,
+        usage_chunk_repeated,
+        usage_chunk_not_last,
+        usage_unrequested,
+    )
+}
+"""The rules across chunks (CONTRACT.md section 4), one per finding code: ``rule(seq, include_usage)``
+returns that code's finding (the first occurrence, the others counted) or None. ``include_usage=None``
+(unknown whether it was asked) skips the usage rules."""
+
+
+def chunk_findings(events: list[Event], include_usage: bool | None) -> list[Finding]:
+    """Every chunk rule on one stream's events, each finding placed at its event's byte offset."""
+    seq = ChunkSeq.of(events)
+    offsets = {e.index: e.offset for e in events}
+    found = []
+    for rule in CHUNK_RULES.values():
+        f = rule(seq, include_usage)
+        if f is not None:
+            offset = offsets.get(f.event) if f.event is not None else None
+            found.append(Finding(f.code, f.severity, f.message, f.event, offset, f.count))
+    order = {"MUST": 0, "SHOULD": 1, "INFO": 2}
+    return sorted(found, key=lambda f: (order[f.severity], f.offset or 0))
 
 
 def read_events(

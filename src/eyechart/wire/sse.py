@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -524,7 +524,7 @@ class ChunkSeq:
 ChunkRule = Callable[[ChunkSeq, "bool | None"], "Finding | None"]
 
 
-def _first(code: str, severity: Severity, hits: list[tuple[int | None, str]]) -> Finding | None:
+def _first(code: str, severity: Severity, hits: Sequence[tuple[int | None, str]]) -> Finding | None:
     """One finding for ``hits`` (event, message): the first one's place and message, all of them counted."""
     if not hits:
         return None
@@ -722,3 +722,52 @@ def read_events(
     for chunk in chunks:
         reader.feed(chunk, time.monotonic_ns())
     return reader.close(time.monotonic_ns())
+
+
+_DONE_EVENT = "data: [DONE]\n\n"
+
+
+def read_plain(body: bytes) -> ChunkSeq | None:
+    """The chunks of a complete stream in the plainest framing, or None when only SSEReader may judge it.
+
+    Plainest: UTF-8 without BOM or CR, every event one ``data: {json object}`` line and a blank line, the
+    last one ``data: [DONE]``, no comments, fields or error events. Such a body has no framing finding,
+    so the chunk rules alone judge it; anything else (None) goes through the strict reader. It skips the
+    per-byte work and the per-event objects, for judging samples of live traffic under load.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not text.endswith(_DONE_EVENT) or "\r" in text or text.startswith("\ufeff"):
+        return None
+    head = text[: -len(_DONE_EVENT)]
+    if not head:
+        return ChunkSeq([])
+    parts = head.split("\n\n")
+    if parts.pop() != "":
+        return None
+    chunks: list[Chunk] = []
+    loads = json.loads
+    for i, part in enumerate(parts):
+        if not part.startswith("data: ") or "\n" in part:
+            return None
+        try:
+            obj = loads(part[6:])
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(obj, dict) or "error" in obj:
+            return None
+        chunks.append((i, obj))
+    return ChunkSeq(chunks)
+
+
+def event_offset(body: bytes, index: int) -> int | None:
+    """Byte offset of event ``index`` in a body read by :func:`read_plain` (events end in a blank line)."""
+    pos = 0
+    for _ in range(index):
+        pos = body.find(b"\n\n", pos)
+        if pos < 0:
+            return None
+        pos += 2
+    return pos if pos < len(body) else None

@@ -139,7 +139,7 @@ def framing(j: Judged) -> Outcome:
     s = j.stream
     if s is None:
         return SKIP
-    notes = [f for f in s.framing.values() if f.severity != "MUST"]
+    notes = [f for f in s.framing.values() if f.severity != "MUST" and f.code != "ended_after_error"]
     unasked = s.chunk_finding("usage_in_content_chunk")
     if unasked is not None:
         notes.append(unasked)

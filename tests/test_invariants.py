@@ -283,6 +283,25 @@ def test_the_schema_cache_agrees_with_jsonschema_on_every_mutant(name: str, vali
         assert bool(schemacache.problems(name, mutant, PROFILE)) == want, mutant  # now from the cache
 
 
+def test_chunks_judged_once_per_stream_by_text_still_fail_alone() -> None:
+    """Chunks that differ only in their content text share a verdict; any other difference does not."""
+    valid = chunk("a", role="assistant")
+    mutants = [m for m in _mutants(valid) if isinstance(m, dict)]
+    texts_of = [
+        json.dumps(valid, separators=(",", ":")),
+        *(json.dumps(m, separators=(",", ":")) for m in mutants),
+    ]
+    found = dict(schemacache.failures("chunk", PROFILE, [valid, *mutants], texts_of))
+    want = {n + 1 for n, m in enumerate(mutants) if schemas.problems("chunk", m, PROFILE)}
+    assert set(found) == want and len(want) > 20
+    escaped = {
+        **valid,
+        "choices": [{"index": 0, "delta": {"content": 'say \\"hi\\"'}, "finish_reason": "eos"}],
+    }
+    texts = [json.dumps(valid), json.dumps(escaped)]
+    assert [n for n, _ in schemacache.failures("chunk", PROFILE, [valid, escaped], texts)] == [1]
+
+
 def test_a_schema_using_keywords_a_skeleton_loses_is_never_cached() -> None:
     request = schemas.validator("request", PROFILE).schema
     assert schemacache._cacheable(request, PROFILE) is None  # pattern, maximum: always validated in full

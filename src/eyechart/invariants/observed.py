@@ -86,17 +86,17 @@ class StreamView:
         return sse.event_offset(self.body, event)
 
     @cached_property
+    def _texts(self) -> list[list[str]]:
+        """The string contents of each chunk's deltas."""
+        return [
+            [d["content"] for _, _, d in choices if isinstance(d.get("content"), str)]
+            for _, choices in self.seq.choices
+        ]
+
+    @property
     def content_events(self) -> int:
         """Chunks that carried non-empty content (in any choice)."""
-        n = 0
-        for _, chunk in self.seq.chunks:
-            choices = chunk.get("choices")
-            for choice in choices if isinstance(choices, list) else ():
-                delta = choice.get("delta") if isinstance(choice, dict) else None
-                if isinstance(delta, dict) and isinstance(delta.get("content"), str) and delta["content"]:
-                    n += 1
-                    break
-        return n
+        return sum(1 for texts in self._texts if any(texts))
 
     @cached_property
     def usages(self) -> list[tuple[int, dict[str, Any]]]:
@@ -111,16 +111,9 @@ class StreamView:
                 return i, chunk["usage"]
         return self.usages[-1] if self.usages else None
 
-    @cached_property
+    @property
     def content(self) -> str:
-        parts = []
-        for _, chunk in self.seq.chunks:
-            choices = chunk.get("choices")
-            for choice in choices if isinstance(choices, list) else ():
-                delta = choice.get("delta") if isinstance(choice, dict) else None
-                if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                    parts.append(delta["content"])
-        return "".join(parts)
+        return "".join(t for texts in self._texts for t in texts)
 
 
 def read_stream(body: bytes, include_usage: bool) -> StreamView:

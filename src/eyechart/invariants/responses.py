@@ -5,6 +5,7 @@ from __future__ import annotations
 from eyechart.invariants import schemacache, usage
 from eyechart.invariants.observed import Judged
 from eyechart.invariants.registry import SKIP, Fault, Outcome, invariant
+from eyechart.wire.schemas import SchemaProblem
 
 CREATED_SKEW_S = 600  # "near now": ten minutes either way covers sane clocks and queued requests
 
@@ -25,15 +26,18 @@ def created_recent(j: Judged, created: object, pointer: str) -> Outcome:
     return None
 
 
-def schema_fault(name: str, j: Judged, instance: object, pointer_prefix: str = "") -> Fault | None:
-    found = schemacache.problems(name, instance, j.profile)
+def schema_fault(name: str, j: Judged, instance: object) -> Fault | None:
+    return problems_fault(name, schemacache.problems(name, instance, j.profile))
+
+
+def problems_fault(name: str, found: list[SchemaProblem]) -> Fault | None:
     if not found:
         return None
     first = found[0]
     more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
     return Fault(
         f"{name} schema: {first}{more}",
-        pointer=pointer_prefix + first.pointer,
+        pointer=first.pointer,
         expected=f"a body valid against the {name} schema",
         got=first.message,
     )

@@ -13,6 +13,7 @@ is always validated in full, so its problems name the real values.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from eyechart.profiles import Profile
@@ -36,26 +37,73 @@ _verdicts: dict[int, dict[Any, bool]] = {}
 
 def problems(name: str, instance: object, profile: Profile) -> list[SchemaProblem]:
     """``schemas.problems(name, instance, profile)``, remembered per skeleton when the schema allows it."""
-    checker = schemas.validator(name, profile)
-    key = id(checker)
+    return checker(name, profile)(instance)
+
+
+def checker(name: str, profile: Profile) -> Callable[[object], list[SchemaProblem]]:
+    """``problems`` bound to one schema and profile: look it up once, call it for every chunk."""
+    validator = schemas.validator(name, profile)
+    key = id(validator)
     if key not in _literals:
-        _literals[key] = _cacheable(checker.schema, profile)
+        _literals[key] = _cacheable(validator.schema, profile)
         _verdicts[key] = {}
     literals = _literals[key]
-    if literals is None:
-        return _full(name, instance, profile)
-    try:
-        skeleton = _skeleton(instance, literals)
-    except RecursionError:
-        return _full(name, instance, profile)
     cache = _verdicts[key]
-    if cache.get(skeleton):
-        return []
-    found = _full(name, instance, profile)
-    if len(cache) >= _MAX_ENTRIES:
-        cache.clear()
-    cache[skeleton] = not found
-    return found
+
+    def check(instance: object) -> list[SchemaProblem]:
+        if literals is None:
+            return _full(name, instance, profile)
+        try:
+            skeleton = _skeleton(instance, literals)
+        except RecursionError:
+            return _full(name, instance, profile)
+        if cache.get(skeleton):
+            return []
+        found = _full(name, instance, profile)
+        if len(cache) >= _MAX_ENTRIES:
+            cache.clear()
+        cache[skeleton] = not found
+        return found
+
+    return check
+
+
+def failures(
+    name: str, profile: Profile, instances: Sequence[object], texts: Sequence[str] | None = None
+) -> Iterator[tuple[int, list[SchemaProblem]]]:
+    """(position, problems) of each failing instance of a sequence, e.g. one stream's chunks.
+
+    With their JSON ``texts``, chunks that differ only in the text of their ``"content"`` are judged
+    once per stream: when a text has no backslash, every quote in it delimits a string, so the value
+    after the first ``"content":"`` is the raw text up to the next quote, and two texts equal around it
+    parse to values that differ in that one string only: the same skeleton when its class is the same.
+    """
+    check = checker(name, profile)
+    literals = _literals[id(schemas.validator(name, profile))]
+    seen: dict[tuple[str, str, str], bool] = {}
+    for n, instance in enumerate(instances):
+        key = _content_key(texts[n], literals) if texts is not None and literals is not None else None
+        if key is not None and seen.get(key):
+            continue
+        found = check(instance)
+        if key is not None:
+            seen[key] = not found
+        if found:
+            yield n, found
+
+
+def _content_key(text: str, literals: frozenset[str]) -> tuple[str, str, str] | None:
+    if "\\" in text:
+        return None
+    i = text.find('"content":"')
+    if i < 0:
+        return None
+    j = text.find('"', i + 11)
+    if j < 0:
+        return None
+    value = text[i + 11 : j]
+    kind = value if value in literals else (_PLACEHOLDER if value else "")
+    return text[:i], kind, text[j:]
 
 
 def _full(name: str, instance: object, profile: Profile) -> list[SchemaProblem]:
@@ -67,12 +115,23 @@ def _full(name: str, instance: object, profile: Profile) -> list[SchemaProblem]:
 
 def _skeleton(value: Any, literals: frozenset[str]) -> Any:
     t = type(value)
-    if t is str:
-        return value if value in literals else (_PLACEHOLDER if value else "")
     if t is dict:
-        return ("d", *[(k, _skeleton(v, literals)) for k, v in value.items()])
+        out: list[Any] = ["d"]
+        for k, v in value.items():  # leaves inline: this runs for every chunk of every judged stream
+            tv = type(v)
+            if tv is str:
+                out.append((k, v if v in literals else (_PLACEHOLDER if v else "")))
+            elif v is None:
+                out.append((k, None))
+            elif tv is int:
+                out.append((k, ("i", (v > 0) - (v < 0))))
+            else:
+                out.append((k, _skeleton(v, literals)))
+        return tuple(out)
     if t is list:
         return ("l", *[_skeleton(v, literals) for v in value])
+    if t is str:
+        return value if value in literals else (_PLACEHOLDER if value else "")
     if value is None:
         return None
     if t is bool:

@@ -3,10 +3,10 @@ of :mod:`eyechart.wire.sse` (one per finding code), each chunk's schema, and the
 
 from __future__ import annotations
 
-from eyechart.invariants import usage
+from eyechart.invariants import schemacache, usage
 from eyechart.invariants.observed import Judged, StreamView
 from eyechart.invariants.registry import SKIP, Fault, Outcome, invariant
-from eyechart.invariants.responses import created_recent, schema_fault
+from eyechart.invariants.responses import created_recent, problems_fault
 from eyechart.wire import sse
 
 
@@ -58,17 +58,14 @@ def chunk_schema(j: Judged) -> Outcome:
     s = j.stream
     if s is None or not s.seq.chunks:
         return SKIP
-    first: Fault | None = None
-    count = 0
-    for event, chunk in s.seq.chunks:
-        fault = schema_fault("chunk", j, chunk)
-        if fault is not None:
-            count += 1
-            if first is None:
-                first = Fault(fault.message, fault.pointer, fault.expected, fault.got, event)
-    if first is None:
+    chunks = s.seq.chunks
+    failing = list(schemacache.failures("chunk", j.profile, [c for _, c in chunks], s.seq.texts))
+    if not failing:
         return None
-    return Fault(first.message, first.pointer, first.expected, first.got, first.event, count)
+    n, found = failing[0]
+    fault = problems_fault("chunk", found)
+    assert fault is not None
+    return Fault(fault.message, fault.pointer, fault.expected, fault.got, chunks[n][0], len(failing))
 
 
 @invariant("stream.same_id", kinds=["stream"], severity="MUST", clause="stream.same_id")

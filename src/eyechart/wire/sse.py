@@ -32,9 +32,11 @@ caller's (``eyechart.wire.exchange.send_stream``).
 from __future__ import annotations
 
 import json
+import json.scanner
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from eyechart.severity import Severity
@@ -515,10 +517,21 @@ class ChunkSeq:
 
     chunks: list[Chunk]
     error: bool = False
+    texts: list[str] | None = None  # each chunk's JSON text, when read by read_plain
 
     @classmethod
     def of(cls, events: list[Event]) -> ChunkSeq:
         return cls([(e.index, e.json) for e in events if e.is_chunk], any(e.is_error for e in events))
+
+    @cached_property
+    def choices(self) -> list[tuple[int, list[Choice]]]:
+        """(event, its well-formed choices) per chunk, computed once for all the rules that walk them."""
+        return [(i, _choices(c)) for i, c in self.chunks]
+
+    @cached_property
+    def usage_events(self) -> list[int]:
+        """The events of the usage-only chunks (``"choices": []`` and a usage object)."""
+        return [i for i, c in self.chunks if _is_usage_chunk(c)]
 
 
 ChunkRule = Callable[[ChunkSeq, "bool | None"], "Finding | None"]
@@ -532,7 +545,10 @@ def _first(code: str, severity: Severity, hits: Sequence[tuple[int | None, str]]
     return Finding(code, severity, message, event, None, len(hits))
 
 
-def _choices(chunk: dict[str, Any]) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
+Choice = tuple[int, dict[str, Any], dict[str, Any]]  # (index, the choice, its delta or {})
+
+
+def _choices(chunk: dict[str, Any]) -> list[Choice]:
     """(index, choice, delta) for every well-formed choice (the schema judges the others)."""
     choices = chunk.get("choices")
     out = []
@@ -596,8 +612,8 @@ def usage_in_content_chunk(seq: ChunkSeq, include_usage: bool | None) -> Finding
 def first_delta_no_role(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
     seen: set[int] = set()
     hits = []
-    for i, chunk in seq.chunks:
-        for idx, _, delta in _choices(chunk):
+    for i, choices in seq.choices:
+        for idx, _, delta in choices:
             if idx in seen:
                 continue
             seen.add(idx)
@@ -610,8 +626,8 @@ def first_delta_no_role(seq: ChunkSeq, include_usage: bool | None) -> Finding | 
 def role_empty(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
     seen: set[int] = set()
     hits = []
-    for i, chunk in seq.chunks:
-        for idx, _, delta in _choices(chunk):
+    for i, choices in seq.choices:
+        for idx, _, delta in choices:
             if idx not in seen:
                 seen.add(idx)
             elif "role" in delta and not delta["role"]:
@@ -622,8 +638,8 @@ def role_empty(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
 def finish_reason_repeated(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
     reasons: dict[int, int] = {}
     hits = []
-    for i, chunk in seq.chunks:
-        for idx, choice, _ in _choices(chunk):
+    for i, choices in seq.choices:
+        for idx, choice, _ in choices:
             if choice.get("finish_reason") is not None:
                 reasons[idx] = reasons.get(idx, 0) + 1
                 if reasons[idx] == 2:
@@ -634,8 +650,8 @@ def finish_reason_repeated(seq: ChunkSeq, include_usage: bool | None) -> Finding
 def finish_reason_missing(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
     seen: set[int] = set()
     finished: set[int] = set()
-    for _, chunk in seq.chunks:
-        for idx, choice, _ in _choices(chunk):
+    for _, choices in seq.choices:
+        for idx, choice, _ in choices:
             seen.add(idx)
             if choice.get("finish_reason") is not None:
                 finished.add(idx)
@@ -643,26 +659,22 @@ def finish_reason_missing(seq: ChunkSeq, include_usage: bool | None) -> Finding 
     return _first("finish_reason_missing", "MUST", hits)
 
 
-def _usage_events(seq: ChunkSeq) -> list[int]:
-    return [i for i, c in seq.chunks if _is_usage_chunk(c)]
-
-
 def usage_chunk_missing(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
-    if not include_usage or not seq.chunks or _usage_events(seq):
+    if not include_usage or not seq.chunks or seq.usage_events:
         return None
     message = 'include_usage was asked, but no chunk with "choices": [] and usage came'
     return Finding("usage_chunk_missing", "MUST", message)
 
 
 def usage_chunk_repeated(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
-    found = _usage_events(seq) if include_usage else []
+    found = seq.usage_events if include_usage else []
     if len(found) < 2:
         return None
     return Finding("usage_chunk_repeated", "MUST", f"{len(found)} usage chunks instead of one", found[1])
 
 
 def usage_chunk_not_last(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
-    found = _usage_events(seq) if include_usage else []
+    found = seq.usage_events if include_usage else []
     if not found or found[-1] == seq.chunks[-1][0]:
         return None
     message = "the usage chunk is not the last chunk before [DONE]"
@@ -670,7 +682,7 @@ def usage_chunk_not_last(seq: ChunkSeq, include_usage: bool | None) -> Finding |
 
 
 def usage_unrequested(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
-    found = _usage_events(seq) if include_usage is False else []
+    found = seq.usage_events if include_usage is False else []
     if not found:
         return None
     message = "a usage-only chunk came although include_usage was not asked"
@@ -725,6 +737,8 @@ def read_events(
 
 
 _DONE_EVENT = "data: [DONE]\n\n"
+# json.loads without its per-call wrapper (typeshed types the scanner's context argument oddly)
+_scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 
 
 def read_plain(body: bytes) -> ChunkSeq | None:
@@ -733,7 +747,9 @@ def read_plain(body: bytes) -> ChunkSeq | None:
     Plainest: UTF-8 without BOM or CR, every event one ``data: {json object}`` line and a blank line, the
     last one ``data: [DONE]``, no comments, fields or error events. Such a body has no framing finding,
     so the chunk rules alone judge it; anything else (None) goes through the strict reader. It skips the
-    per-byte work and the per-event objects, for judging samples of live traffic under load.
+    per-byte work and the per-event objects, for judging samples of live traffic under load. Each object
+    is read by json's own scanner in place and must end right before the blank line, with no line end
+    inside it (JSON would allow one between tokens; SSE would cut the event there).
     """
     try:
         text = body.decode("utf-8")
@@ -741,25 +757,25 @@ def read_plain(body: bytes) -> ChunkSeq | None:
         return None
     if not text.endswith(_DONE_EVENT) or "\r" in text or text.startswith("\ufeff"):
         return None
-    head = text[: -len(_DONE_EVENT)]
-    if not head:
-        return ChunkSeq([])
-    parts = head.split("\n\n")
-    if parts.pop() != "":
-        return None
+    end_of_chunks = len(text) - len(_DONE_EVENT)
     chunks: list[Chunk] = []
-    loads = json.loads
-    for i, part in enumerate(parts):
-        if not part.startswith("data: ") or "\n" in part:
+    texts: list[str] = []
+    pos = 0
+    while pos < end_of_chunks:
+        if not text.startswith("data: {", pos):
             return None
         try:
-            obj = loads(part[6:])
-        except (ValueError, RecursionError):
+            obj, end = _scan(text, pos + 6)
+        except (StopIteration, ValueError, RecursionError):
             return None
-        if not isinstance(obj, dict) or "error" in obj:
+        if not text.startswith("\n\n", end) or text.find("\n", pos, end) >= 0:
             return None
-        chunks.append((i, obj))
-    return ChunkSeq(chunks)
+        if type(obj) is not dict or "error" in obj:
+            return None
+        chunks.append((len(chunks), obj))
+        texts.append(text[pos + 6 : end])
+        pos = end + 2
+    return ChunkSeq(chunks, texts=texts) if pos == end_of_chunks else None
 
 
 def event_offset(body: bytes, index: int) -> int | None:

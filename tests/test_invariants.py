@@ -377,6 +377,12 @@ def test_hostile_bodies_are_findings_never_crashes(body: bytes) -> None:
         assert judged.errors == () and judged.findings
 
 
+def test_a_request_body_that_is_not_an_object_is_judged_by_its_answer() -> None:
+    assert checks(error(req=["not", "a", "request"])) == set()
+    assert checks(response(req="text")) == set()
+    assert checks(error({"detail": "no"}, req=None)) == {"errors.envelope"}
+
+
 def test_statuses_that_are_neither_answers_nor_errors_are_not_judged() -> None:
     redirect = Observed(REQ, 302, {}, b"")
     assert invariants.examine(redirect, PROFILE) == invariants.Judgment((), ())

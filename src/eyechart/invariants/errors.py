@@ -76,7 +76,7 @@ def no_internals(j: Judged) -> Outcome:
 @invariant("stream.error_plain_json", kinds=["error"], severity="MUST", clause="stream.errors")
 def error_plain_json(j: Judged) -> Outcome:
     """An error answering a streamed request is a plain JSON response, not an event stream."""
-    if j.observed.request.get("stream") is not True:
+    if j.observed.options.get("stream") is not True:
         return SKIP
     if j.media_type == "text/event-stream":
         return Fault(

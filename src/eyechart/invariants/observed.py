@@ -41,7 +41,7 @@ class Observed:
     requests that must count the same prompt tokens (the load job's template name; None: derived from
     the request). Treat it as immutable: nothing here mutates it."""
 
-    request: Mapping[str, Any]
+    request: Any  # the JSON body sent: an object, except for probes that send something else on purpose
     status: int
     headers: Mapping[str, str]
     body: bytes
@@ -51,12 +51,17 @@ class Observed:
     request_key: str | None = None
 
     @property
+    def options(self) -> Mapping[str, Any]:
+        """The request as an object ({} when the body sent was not one)."""
+        return self.request if isinstance(self.request, Mapping) else {}
+
+    @property
     def kind(self) -> Kind | None:
         """error for 4xx/5xx, stream or response for 2xx by what was asked, None otherwise."""
         if self.status >= 400:
             return "error"
         if 200 <= self.status < 300:
-            return "stream" if self.request.get("stream") is True else "response"
+            return "stream" if self.options.get("stream") is True else "response"
         return None
 
 
@@ -163,7 +168,7 @@ class Judged:
 
     @property
     def include_usage(self) -> bool:
-        options = self.observed.request.get("stream_options")
+        options = self.observed.options.get("stream_options")
         return isinstance(options, dict) and options.get("include_usage") is True
 
     @cached_property
@@ -180,7 +185,7 @@ class Judged:
         caps = [
             v
             for k in ("max_tokens", "max_completion_tokens")
-            if isinstance(v := self.observed.request.get(k), int) and not isinstance(v, bool)
+            if isinstance(v := self.observed.options.get(k), int) and not isinstance(v, bool)
         ]
         return min(caps) if caps else None
 
@@ -189,7 +194,7 @@ class Judged:
         """Equal for requests that must count the same prompt tokens."""
         if self.observed.request_key is not None:
             return self.observed.request_key
-        prompt = {k: v for k, v in self.observed.request.items() if k not in GENERATION_ONLY}
+        prompt = {k: v for k, v in self.observed.options.items() if k not in GENERATION_ONLY}
         text = json.dumps(prompt, sort_keys=True, default=str, ensure_ascii=False)
         return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 

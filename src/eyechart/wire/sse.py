@@ -27,6 +27,11 @@ An ``error`` event (``data: {"error": {...}}``) ends a stream legally: no ``done
 anything other than ``[DONE]`` after it is ``data_after_error``. The raw bytes are kept up to
 ``max_raw_bytes`` (the rest only counted), so an endless stream cannot exhaust memory; time limits are the
 caller's (``eyechart.wire.exchange.send_stream``).
+
+The chunk and usage codes come from ``CHUNK_RULES``, one small function per code over a ``ChunkSeq``;
+``eyechart.invariants`` runs the same functions. ``read_plain`` reads a complete body in the plainest
+framing without the per-byte work (for samples judged under load) and answers None for anything else,
+which then goes through ``SSEReader``: nothing lenient decides a verdict.
 """
 
 from __future__ import annotations

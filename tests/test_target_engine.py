@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from eyechart.target.app import shape_answer
+from eyechart.target.answer import shape_answer
 from eyechart.target.engine import Engine, QueueFull, Scheduler, Sequence
 from eyechart.target.faults import FaultInjector, FaultSpecError, parse_faults
 from eyechart.target.launch import start_target

@@ -140,7 +140,8 @@ def _bind(host: str, port: int) -> socket.socket:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from eyechart.target.app import ServeConfig, create_app, install_log_filter
+    from eyechart.target.answer import install_log_filter
+    from eyechart.target.app import ServeConfig, create_app
 
     try:
         faults = parse_faults(args.faults)

@@ -1,4 +1,5 @@
-"""The simulated engine: FIFO admission, the latency model, overload as queueing, faults spec, shutdown."""
+"""The simulated engine: FCFS admission, continuous-batching steps, their timing, overload as queueing,
+the faults spec, shutdown."""
 
 from __future__ import annotations
 
@@ -15,61 +16,121 @@ import httpx
 import pytest
 
 from eyechart.target.answer import shape_answer
-from eyechart.target.engine import Engine, QueueFull, Scheduler, Sequence
+from eyechart.target.batching import Batcher
+from eyechart.target.deployment import deployment
+from eyechart.target.engine import Engine, QueueFull, Sequence
 from eyechart.target.faults import FaultInjector, FaultSpecError, parse_faults
 from eyechart.target.launch import start_target
-from eyechart.target.models import get_profile
 from eyechart.target.trace import read_trace
 
 
-def seq(name: str, kv: int = 10) -> Sequence:
-    return Sequence(request_id=name, text_tokens=5, image_tokens=0, kv_reserve=kv)
+def seq(name: str, kv: int = 10, text: int = 5, image: int = 0, answer: int | None = 3) -> Sequence:
+    s = Sequence(request_id=name, text_tokens=text, image_tokens=image, kv_reserve=kv)
+    s.answer_tokens = answer
+    return s
 
 
-def test_scheduler_admits_in_arrival_order_under_max_seqs_and_kv_capacity() -> None:
-    async def scenario() -> list[str]:
-        profile = get_profile("llava-1.5-7b").tuned(max_seqs=2, kv_tokens=100)
-        sched = Scheduler(profile, max_waiting=3)
-        a, b = sched.enqueue(seq("a")), sched.enqueue(seq("b"))
-        assert sched.running == 2 and sched.waiting == 0
-        waiting = [sched.enqueue(seq(n)) for n in ("c", "d", "e")]
-        assert sched.waiting == 3
-        with pytest.raises(QueueFull):
-            sched.enqueue(seq("f"))
-        order: list[str] = []
+def test_admission_is_first_come_first_served_under_max_seqs_and_kv_capacity() -> None:
+    b = Batcher(deployment("llava-1.5-7b", max_seqs=2, kv_tokens=100), max_waiting=3)
+    a, bb = seq("a"), seq("b")
+    b.add(a, 1)
+    b.add(bb, 2)
+    assert [s.request_id for s in b.running] == ["a", "b"] and a.admitted_ns == 1
+    c, d, e = seq("c"), seq("d"), seq("e")
+    for s in (c, d, e):
+        b.add(s, 3)
+    assert len(b.waiting) == 3 and c.admitted_ns is None
+    with pytest.raises(QueueFull):
+        b.add(seq("f"), 4)
+    b.remove(d, 5)  # "d" gives up while queued: it never runs
+    b.remove(bb, 6)
+    assert [s.request_id for s in b.running] == ["a", "c"] and c.admitted_ns == 6
+    b.remove(a, 7)
+    assert [s.request_id for s in b.running] == ["c", "e"] and not b.waiting and d.admitted_ns is None
+    b.remove(c, 8)
+    b.remove(e, 8)
+    assert b.kv_used == 0 and not b.running
+    # KV capacity: "small" fits the sequence count but not the cache, and nobody jumps the queue.
+    big, small, tiny = seq("big", kv=90), seq("small", kv=20), seq("tiny", kv=5)
+    for s in (big, small, tiny):
+        b.add(s, 9)
+    assert [s.request_id for s in b.running] == ["big"] and [s.request_id for s in b.waiting] == [
+        "small",
+        "tiny",
+    ]
+    b.remove(big, 10)
+    assert [s.request_id for s in b.running] == ["small", "tiny"]
+    # A sequence larger than the whole cache still runs, alone, rather than waiting forever.
+    b2 = Batcher(deployment("llava-1.5-7b", max_seqs=4, kv_tokens=100))
+    huge = seq("huge", kv=500)
+    b2.add(huge, 0)
+    b2.add(seq("next", kv=1), 0)
+    assert [s.request_id for s in b2.running] == ["huge"] and len(b2.waiting) == 1
 
-        async def wait(lease: Any) -> None:
-            await lease.wait()
-            order.append(lease.seq.request_id)
 
-        tasks = [asyncio.create_task(wait(w)) for w in waiting]
-        await asyncio.sleep(0)
-        waiting[1].close()  # "d" gives up while queued: it never runs
-        b.close()
-        a.close()
-        await asyncio.sleep(0.01)
-        assert sched.running == 2 and sched.waiting == 0
-        for w in waiting:
-            w.close()
-        assert sched.running == 0 and sched.kv_used == 0
-        big = sched.enqueue(seq("big", kv=90))
-        blocked = sched.enqueue(seq("small", kv=20))  # fits the seq count, not the KV cache
-        assert sched.running == 1 and sched.waiting == 1
-        big.close()
-        assert sched.running == 1
-        blocked.close()
-        for t in tasks:
-            t.cancel()
-        return order
+def test_a_step_decodes_every_running_sequence_then_fills_the_token_budget_with_prefill_chunks() -> None:
+    d = deployment("qwen2.5-vl-7b", "h100-sxm", max_seqs=8, max_batched_tokens=100)
+    b = Batcher(d)
+    old = seq("old", text=10, answer=5)
+    b.add(old, 0)
+    step = b.plan()
+    assert step is not None and [(s.request_id, n) for s, n in step.items] == [("old", 10)]
+    emitted, _ = b.complete(step, 0)
+    assert [(s.request_id, i) for s, i in emitted] == [("old", 0)]  # the step that ends the prefill
+    first, second = seq("first", text=70, image=50), seq("second", text=30)
+    b.add(first, 0)
+    b.add(second, 0)
+    step = b.plan()
+    assert step is not None
+    # one decode, then first's prefill in chunks: 99 tokens of budget left, 120 to prefill
+    assert [(s.request_id, n) for s, n in step.items] == [("old", 1), ("first", 99)]
+    # the step encodes first's 50 image tokens and attends over old's 11 + first's 99 tokens
+    assert step.duration_s == pytest.approx(d.step_s(100, 11 + 99, 50))
+    b.complete(step, 0)
+    step = b.plan()
+    assert step is not None
+    assert [(s.request_id, n) for s, n in step.items] == [("old", 1), ("first", 21), ("second", 30)]
+    assert step.duration_s == pytest.approx(d.step_s(52, 12 + 120 + 30, 0))  # images encoded once
+    emitted, _ = b.complete(step, 0)
+    assert [(s.request_id, i) for s, i in emitted] == [("old", 2), ("first", 0), ("second", 0)]
+    # a sequence whose answer is not known yet holds its place without decoding
+    late = seq("late", text=4, answer=None)
+    b.add(late, 0)
+    step = b.plan()
+    assert step is not None
+    b.complete(step, 0)
+    step = b.plan()
+    assert step is not None and "late" not in [s.request_id for s, _ in step.items]
+    assert not b.set_answer(late, 2, 0)
+    step = b.plan()
+    assert step is not None and ("late", 1) in [(s.request_id, n) for s, n in step.items]
 
-    assert asyncio.run(scenario()) == ["c", "e"]
+
+def test_decode_step_time_grows_with_batch_size_and_context_length() -> None:
+    d = deployment("llama-3.2-11b-vision", "h100-sxm")
+    lone = d.step_s(1, 1_000)
+    assert lone < d.step_s(64, 64_000) < d.step_s(256, 256_000)  # bigger batch, more KV to read
+    assert d.step_s(1, 1_000) < d.step_s(1, 100_000)  # one sequence, longer context
+    # a lone decode reads the 21.3 GB of weights at 80 % of 3.35 TB/s, plus 2 ms of overhead
+    assert lone == pytest.approx(0.002 + (21.3e9 + 1_000 * 131_072) / (3.35e12 * 0.8))
+    # prefill of a full 8192-token chunk is compute-bound: 2 x 9.8 B FLOPs a token at half of 989 TFLOP/s
+    assert d.step_s(8192) == pytest.approx(0.002 + 2 * 9.8e9 * 8192 / (989e12 * 0.5))
+    # image tokens cost the vision encoder's work, once; --speed divides every step
+    assert d.step_s(1, 0, 1601) - d.step_s(1) == pytest.approx(1601 * 1.7e9 / (989e12 * 0.5))
+    fast = deployment("llama-3.2-11b-vision", "h100-sxm", speed=4)
+    assert fast.step_s(64, 64_000) == pytest.approx(d.step_s(64, 64_000) / 4)
+    # the KV cache is what 90 % of the memory leaves after the weights and a 3 GiB reserve
+    assert d.kv_tokens == int((0.9 * 80 * 2**30 - 21.3e9 - 3 * 2**30) // 131_072)
+    assert (d.max_seqs, d.max_batched_tokens) == (1024, 8192)  # vLLM's defaults on an H100
+    with pytest.raises(ValueError, match="does not fit"):
+        deployment("llama-3.2-90b-vision", "a10", gpus=1)
 
 
-def test_engine_times_tokens_by_the_latency_model() -> None:
-    profile = get_profile("llama-3.2-11b-vision").tuned(speed=2)
+def test_engine_times_tokens_by_its_steps() -> None:
+    d = deployment("llama-3.2-11b-vision", speed=2)
 
-    async def scenario() -> list[float]:
-        engine = Engine(profile)
+    async def scenario() -> tuple[list[float], Sequence]:
+        engine = Engine(d)
         s = Sequence(request_id="x", text_tokens=1200, image_tokens=1601, kv_reserve=3000)
         lease = engine.enqueue(s)
         fut: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
@@ -77,18 +138,20 @@ def test_engine_times_tokens_by_the_latency_model() -> None:
         times = []
         async for _ in engine.run(lease, fut):
             times.append(time.monotonic_ns())
-        assert engine.scheduler.running == 0
+        assert engine.running == 0 and engine.kv_used == 0
+        await engine.close()
         assert s.admitted_ns is not None
-        return [(t - s.admitted_ns) / 1e9 for t in times]
+        return [(t - s.admitted_ns) / 1e9 for t in times], s
 
-    offsets = asyncio.run(scenario())
-    ttft = (1200 + 1601) / 24_000 + 1601 * 0.00002 / 2  # prefill at 2x + vision encode at 2x
-    assert ttft - 0.001 <= offsets[0] < ttft + 0.05
-    # Tokens keep to an absolute schedule (a late wake-up does not push back every later token):
-    # token i is due at TTFT + i decode steps, 20 ms / 2 for a lone sequence.
+    offsets, _ = asyncio.run(scenario())
+    # 2801 prompt tokens in 2048-token chunks: two prefill steps (images encoded in the first), the
+    # first token at the end of the second; then one decode step per token.
+    steps = [d.step_s(2048, 2048, 1601), d.step_s(753, 2801)]
+    steps += [d.step_s(1, 2801 + i) for i in range(1, 4)]
+    due = [sum(steps[: i + 2]) for i in range(4)]
     for i, offset in enumerate(offsets):
-        due = ttft + i * 0.010
-        assert due - 0.001 <= offset < due + 0.05, (i, offsets)
+        # Steps keep an absolute schedule: a late wake-up does not push back every later token.
+        assert due[i] - 0.001 <= offset < due[i] + 0.05, (i, offsets, due)
 
 
 def test_shape_answer_applies_stop_before_cap() -> None:

@@ -216,7 +216,7 @@ class Answer:
             f'"model":{json.dumps(self.model)},"choices":[{{"index":0,"delta":{{'
         ).encode()
         suffix = b'},"finish_reason":null}]}\n\n'
-        zero = self.state.profile.zero_latency and not (self.faults.stall_at or self.faults.disconnect_at)
+        zero = self.state.deployment.zero_latency and not (self.faults.stall_at or self.faults.disconnect_at)
         f = self.faults
         held: list[bytes] = []
         count = 0

@@ -95,7 +95,7 @@ def create_app(config: ServeConfig) -> Starlette:
         return JSONResponse({"status": "ok", "model": state.profile.model_id})
 
     async def metrics(request: Request) -> Response:
-        body = state.metrics.render(state.engine.scheduler, state.profile.model_id)
+        body = state.metrics.render(state.engine, state.profile.model_id)
         return Response(body, media_type=PROM_CONTENT_TYPE)
 
     async def http_error(request: Request, exc: Exception) -> Response:

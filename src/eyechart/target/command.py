@@ -6,22 +6,31 @@ with a latency model instead of a GPU, so a load test has a known ground truth (
 
 examples:
   eyechart serve                                   # http://127.0.0.1:8000/v1/openai, key "eyechart-local"
-  eyechart serve --model-profile qwen2.5-vl-7b --max-seqs 4 --trace reports/trace.jsonl
+  eyechart serve --model-profile qwen2.5-vl-7b --gpu h100-sxm --trace reports/trace.jsonl
+  eyechart serve --max-seqs 8 --max-batched-tokens 512   # a small engine that saturates early
   eyechart serve --latency zero                    # never the bottleneck: measure the harness itself
-  eyechart serve --speed 10                        # the same latency model, ten times faster
+  eyechart serve --speed 10                        # the same engine, ten times faster
   eyechart serve --faults error_rate=0.1,disconnect=0.05,stall=2s,malformed=0.02,slow_headers=1s
   curl -H "Authorization: Bearer $EYECHART_API_KEY" http://127.0.0.1:8000/v1/openai/models
 
-The latency model (per profile): TTFT = queue wait + prefill_tokens / prefill_tokens_per_s
-+ image_tokens x vision_encode_s_per_token; each next token one decode step later, the step growing
-with the number of running sequences; at most --max-seqs sequences run, the rest wait in a FIFO queue.
-Real CPU work (image decode, OCR) runs off the event loop and overlaps the simulated queue wait and
-prefill; it adds to what the client sees only when it takes longer than both.
+The simulated engine batches continuously, as vLLM does: each step every running sequence decodes one
+token and prefill chunks fill the rest of the --max-batched-tokens budget; a waiting request is admitted
+first come, first served, when fewer than --max-seqs run and its prompt + answer limit fits in the
+--kv-tokens KV cache. A step lasts what a roofline model of the model on the GPU says: reading the
+weights and the batch's KV cache at the GPU's memory bandwidth, or the step's tokens (and the vision
+encoder's work on new images) at its BF16 throughput, whichever is longer, plus a fixed overhead. So
+the inter-token latency grows with the batch and its context, TTFT with the queue and the prefill, and
+load shows a real saturation knee. /metrics gives running, waiting and KV-cache use (also under vLLM's
+metric names); --trace FILE records every request's admission and tokens (the ground truth).
+`eyechart.target.capacity` computes, for a workload, the throughput this engine saturates at and the
+highest rate that meets latency SLOs. Real CPU work (image decode, OCR) runs off the event loop and
+overlaps the simulated queue wait and prefill.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -31,8 +40,10 @@ from pathlib import Path
 
 from eyechart.exitcodes import ExitCode
 from eyechart.target import DEFAULT_API_KEY
+from eyechart.target.deployment import deployment, describe_deployments
 from eyechart.target.faults import FaultSpecError, parse_faults
-from eyechart.target.models import DEFAULT_PROFILE, PROFILES, describe_profiles, get_profile
+from eyechart.target.gpus import GPUS
+from eyechart.target.models import DEFAULT_PROFILE, PROFILES, get_profile
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -40,8 +51,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     fault_doc = (faults.__doc__ or "").split("::", 1)[-1].split("Durations", 1)[0].rstrip()
     parser.epilog = (
-        "model profiles (--model-profile):\n"
-        + describe_profiles()
+        "deployments (--model-profile on its default GPU, and on an H100 with --gpu h100-sxm):\n"
+        + describe_deployments()
         + "\n\nfaults (--faults name=value,...):"
         + fault_doc
         + "\n  durations take ms or s; each request draws its faults once from one seeded RNG\n\n"
@@ -75,7 +86,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--model-profile",
         default=DEFAULT_PROFILE,
         choices=sorted(PROFILES),
-        help="the simulated deployment: token rule, price, context, latency (default: %(default)s)",
+        help="the served model: token rule, price, context, and the size figures the engine's timing "
+        "comes from (default: %(default)s)",
     )
     model.add_argument(
         "--model", metavar="NAME", help="serve the model under this id instead of the profile's"
@@ -84,7 +96,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--latency",
         choices=["profile", "zero"],
         default="profile",
-        help="'profile': the profile's latency model; 'zero': no simulated time and no sequence limit, a "
+        help="'profile': the simulated engine; 'zero': no simulated time and no sequence limit, a "
         "whole stream in one write, so the target is never the bottleneck (default: %(default)s)",
     )
     model.add_argument(
@@ -92,10 +104,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=1.0,
         metavar="X",
-        help="run the latency model X times faster (prefill, vision encode and decode; default: 1)",
+        help="run the engine X times faster: every step lasts 1/X as long (default: 1). Throughput scales "
+        "by X, so a test can saturate the engine without saturating this machine",
     )
     model.add_argument(
-        "--max-seqs", type=int, metavar="N", help="sequences running at once (default: the profile's)"
+        "--gpu",
+        choices=sorted(GPUS),
+        help="the GPU the engine pretends to run on: memory, bandwidth and FLOP/s from its datasheet "
+        "(default: the profile's, listed below)",
+    )
+    model.add_argument(
+        "--gpus",
+        type=int,
+        metavar="N",
+        help="tensor-parallel GPUs of the replica; bandwidth, FLOP/s and memory add up (default: the "
+        "profile's, 4 for llama-3.2-90b-vision, else 1)",
+    )
+    model.add_argument(
+        "--max-seqs",
+        type=int,
+        metavar="N",
+        help="sequences running at once, vLLM's --max-num-seqs (default: vLLM's for the GPU, 256 or 1024)",
+    )
+    model.add_argument(
+        "--max-batched-tokens",
+        type=int,
+        metavar="N",
+        help="tokens one engine step processes, decodes plus prefill chunks; vLLM's "
+        "--max-num-batched-tokens (default: vLLM's for the GPU, 2048 or 8192)",
     )
     model.add_argument(
         "--max-waiting",
@@ -104,7 +140,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="requests allowed to wait in the queue; more get 429 (default: unlimited)",
     )
     model.add_argument(
-        "--kv-tokens", type=int, metavar="N", help="KV-cache capacity in tokens (default: the profile's)"
+        "--kv-tokens",
+        type=int,
+        metavar="N",
+        help="KV-cache capacity in tokens (default: 90%% of GPU memory minus weights and a 3 GiB reserve "
+        "per GPU, over the model's KV bytes per token)",
     )
     obs = parser.add_argument_group("observability and faults")
     obs.add_argument(
@@ -145,13 +185,20 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         faults = parse_faults(args.faults)
-        profile = get_profile(args.model_profile).tuned(
-            latency=args.latency,
-            speed=args.speed,
+        model = get_profile(args.model_profile)
+        if args.model:
+            model = dataclasses.replace(model, model_id=args.model)
+        engine = deployment(
+            model,
+            args.gpu,
+            gpus=args.gpus,
             max_seqs=args.max_seqs,
-            model_id=args.model,
+            max_batched_tokens=args.max_batched_tokens,
             kv_tokens=args.kv_tokens,
+            speed=args.speed,
+            zero_latency=args.latency == "zero",
         )
+        profile = engine.model
         if args.max_waiting is not None and args.max_waiting < 0:
             raise ValueError("--max-waiting must be >= 0")
     except (FaultSpecError, ValueError) as exc:
@@ -159,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         return int(ExitCode.USAGE)
     api_key = args.api_key or os.environ.get("EYECHART_API_KEY") or DEFAULT_API_KEY
     config = ServeConfig(
-        profile=profile,
+        deployment=engine,
         api_key=api_key,
         allow_private_urls=args.allow_private_urls,
         faults=faults,
@@ -190,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(
         f"eyechart serve: listening on http://{host}:{port}/v1/openai (model {profile.model_id}, "
-        f"profile {args.model_profile}, latency {args.latency}"
+        f"profile {args.model_profile} on {engine.gpus}x {engine.gpu.key}, latency {args.latency}"
         f"{'' if args.speed == 1 else f' x{args.speed:g}'}{', faults on' if faults.active else ''})",
         flush=True,
     )

@@ -1,135 +1,30 @@
-"""The simulated GPU: who runs now (admission) and when each token comes out (timing).
+"""The simulated GPU on the wall clock: the batching rules (``batching``) driven by a step loop.
 
-Two seams, so a later engine can grow into continuous batching without touching the HTTP layer:
+One asyncio task runs steps back to back while there is work: it plans a step, sleeps until the
+step's simulated duration has passed, then hands every emitted token to its sequence's consumer
+(``Engine.run``). Steps keep an absolute schedule: a late wake-up (a busy event loop, a coarse timer at
+high ``--speed``) is made up by the following steps rather than pushing every later step back, unless
+the loop falls more than ``MAX_LAG_S`` behind (the host is the bottleneck; the schedule restarts from
+now). With no work the loop sleeps until a request arrives or an answer's length becomes known.
 
-* ``Scheduler.admit`` / ``release``: FCFS admission under ``max_seqs`` running sequences and a KV-cache
-  capacity in tokens. A sequence that does not fit waits in a FIFO queue (head-of-line: nobody jumps
-  it), so overload shows up as queue wait in TTFT and as ``waiting`` in /metrics.
-* ``Scheduler.step_s``: the length of one decode step for the current batch; it grows with the number
-  of running sequences (``ModelProfile.step_s``). Today every sequence keeps its own timeline and asks
-  for the step length at each token; a step loop with a prefill budget per step would replace
-  ``Engine.run`` and keep the same interface.
-
-``Engine.run`` yields the answer's pieces at the moments the latency model says: the first after the
-queue wait plus the prefill time, each next one a decode step later. The real work of reading the
-images (``pieces`` is awaited, computed in a thread by the caller) overlaps the simulated queue wait and
-prefill, so it only shows in the client's TTFT when it takes longer than both.
+The answer's text is computed in a thread by the caller (``pieces``), overlapping the queue wait and
+the prefill; a sequence whose text is late holds its place in the batch without decoding, so slow
+image analysis shows in its TTFT only when it takes longer than both.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections import deque
 from collections.abc import AsyncGenerator, Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from eyechart.target.models import ModelProfile
+from eyechart.target.batching import Batcher, QueueFull, Sequence
+from eyechart.target.deployment import Deployment
 
+__all__ = ["Engine", "Lease", "QueueFull", "Sequence", "Token"]
 
-class QueueFull(Exception):
-    """More sequences waiting than ``--max-waiting`` allows (the app answers 429)."""
-
-
-@dataclass(slots=True)
-class Sequence:
-    request_id: str
-    text_tokens: int  # prompt text tokens
-    image_tokens: int  # prompt image tokens
-    kv_reserve: int  # KV tokens held while running (prompt + expected answer)
-    received_ns: int = field(default_factory=time.monotonic_ns)
-    admitted_ns: int | None = None
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self.text_tokens + self.image_tokens
-
-
-class Scheduler:
-    """FCFS admission under a sequence count and a KV-token capacity."""
-
-    def __init__(self, profile: ModelProfile, max_waiting: int | None = None) -> None:
-        self.profile = profile
-        self.max_waiting = max_waiting
-        self.running = 0
-        self.kv_used = 0
-        self._waiting: deque[tuple[Sequence, asyncio.Future[None]]] = deque()
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
-
-    def _fits(self, seq: Sequence) -> bool:
-        if self.running >= self.profile.max_seqs:
-            return False
-        # A sequence larger than the whole cache still runs alone, rather than waiting forever.
-        return self.kv_used + seq.kv_reserve <= self.profile.kv_tokens or self.running == 0
-
-    def _take(self, seq: Sequence) -> None:
-        self.running += 1
-        self.kv_used += seq.kv_reserve
-        seq.admitted_ns = time.monotonic_ns()
-
-    def enqueue(self, seq: Sequence) -> Lease:
-        """Take a slot now or join the FIFO queue; raise QueueFull if the queue is at its limit.
-
-        Synchronous on purpose: the caller learns about a full queue before it sends any header.
-        """
-        if not self._waiting and self._fits(seq):
-            self._take(seq)
-            return Lease(self, seq, None)
-        if self.max_waiting is not None and len(self._waiting) >= self.max_waiting:
-            raise QueueFull(f"{len(self._waiting)} requests already waiting for the engine")
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((seq, fut))
-        return Lease(self, seq, fut)
-
-    def _withdraw(self, seq: Sequence, fut: asyncio.Future[None]) -> None:
-        with contextlib.suppress(ValueError):
-            self._waiting.remove((seq, fut))
-        self._pump()
-
-    def release(self, seq: Sequence) -> None:
-        self.running -= 1
-        self.kv_used -= seq.kv_reserve
-        self._pump()
-
-    def _pump(self) -> None:
-        while self._waiting and self._fits(self._waiting[0][0]):
-            seq, fut = self._waiting.popleft()
-            if fut.cancelled():
-                continue
-            self._take(seq)
-            fut.set_result(None)
-
-    def step_s(self) -> float:
-        """One decode step for the batch running now."""
-        return self.profile.step_s(self.running)
-
-
-class Lease:
-    """A sequence's place in the engine: waiting, running, or done. ``close`` is idempotent."""
-
-    def __init__(self, scheduler: Scheduler, seq: Sequence, fut: asyncio.Future[None] | None) -> None:
-        self.scheduler = scheduler
-        self.seq = seq
-        self._fut = fut
-        self._closed = False
-
-    async def wait(self) -> None:
-        if self._fut is not None:
-            await asyncio.shield(self._fut)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._fut is None or (self._fut.done() and not self._fut.cancelled()):
-            self.scheduler.release(self.seq)
-        else:
-            self._fut.cancel()
-            self.scheduler._withdraw(self.seq, self._fut)
+MAX_LAG_S = 0.5
 
 
 @dataclass(slots=True)
@@ -138,38 +33,108 @@ class Token:
     text: str
 
 
+class Lease:
+    """A sequence's place in the engine. ``close`` (idempotent) takes it out and frees what it held."""
+
+    def __init__(self, engine: Engine, seq: Sequence) -> None:
+        self.engine = engine
+        self.seq = seq
+
+    def close(self) -> None:
+        self.engine._remove(self.seq)
+
+
 class Engine:
-    def __init__(self, profile: ModelProfile, max_waiting: int | None = None) -> None:
-        self.profile = profile
-        self.scheduler = Scheduler(profile, max_waiting)
+    def __init__(self, deployment: Deployment, max_waiting: int | None = None) -> None:
+        self.deployment = deployment
+        self.batcher = Batcher(deployment, max_waiting)
+        self._wake: asyncio.Event | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> int:
+        return len(self.batcher.running)
+
+    @property
+    def waiting(self) -> int:
+        return len(self.batcher.waiting)
+
+    @property
+    def kv_used(self) -> int:
+        return self.batcher.kv_used
+
+    @property
+    def kv_usage(self) -> float:
+        """Share of the KV cache reserved, 0..1 (what vLLM's ``kv_cache_usage_perc`` reports)."""
+        return min(1.0, self.batcher.kv_used / self.deployment.kv_tokens)
 
     def enqueue(self, seq: Sequence) -> Lease:
-        return self.scheduler.enqueue(seq)
+        """Admit or queue ``seq``; raise QueueFull if the queue is at its limit.
+
+        Synchronous on purpose: the caller learns about a full queue before it sends any header.
+        """
+        self.batcher.add(seq, time.monotonic_ns())
+        seq.sink = asyncio.Queue()
+        self._kick()
+        return Lease(self, seq)
+
+    def _remove(self, seq: Sequence) -> None:
+        if not seq.done:
+            self.batcher.remove(seq, time.monotonic_ns())
+            self._kick()
+
+    def _kick(self) -> None:
+        if self.deployment.zero_latency:
+            return
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        self._wake.set()
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._step_loop())
+
+    async def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
 
     async def run(self, lease: Lease, pieces: Awaitable[list[str]]) -> AsyncGenerator[Token, None]:
-        """Wait for admission, then yield each piece of the answer when the simulated GPU makes it.
+        """Yield each piece of the answer when the simulated GPU makes it.
 
         The slot is released when the iterator finishes or is closed (client gone), never later.
         """
         seq = lease.seq
         try:
-            await lease.wait()
-            if self.profile.zero_latency:
-                for i, text in enumerate(await pieces):
+            texts = await pieces
+            if self.deployment.zero_latency:
+                for i, text in enumerate(texts):
                     yield Token(i, text)
                 return
-            assert seq.admitted_ns is not None
-            deadline = seq.admitted_ns / 1e9 + self.profile.prefill_s(seq.text_tokens, seq.image_tokens)
-            answer = await pieces
-            # Analysis slower than queue + prefill delays the first token; the rest follow it, not
-            # the schedule it missed.
-            deadline = max(deadline, time.monotonic())
-            for i, text in enumerate(answer):
-                if i:
-                    deadline += self.scheduler.step_s()
-                delay = deadline - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                yield Token(i, text)
+            if self.batcher.set_answer(seq, len(texts), time.monotonic_ns()):
+                return
+            self._kick()
+            sink: asyncio.Queue[int | None] = seq.sink
+            while (index := await sink.get()) is not None:
+                yield Token(index, texts[index])
         finally:
             lease.close()
+
+    async def _step_loop(self) -> None:
+        assert self._wake is not None
+        anchor = time.monotonic()
+        while True:
+            step = self.batcher.plan()
+            if step is None:
+                self._wake.clear()
+                await self._wake.wait()
+                anchor = time.monotonic()
+                continue
+            end = anchor + step.duration_s
+            delay = end - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = time.monotonic()
+            anchor = end if now - end < MAX_LAG_S else now
+            emitted, ended = self.batcher.complete(step, time.monotonic_ns())
+            for s, i in emitted:
+                s.sink.put_nowait(i)
+            for s in ended:
+                s.sink.put_nowait(None)

@@ -1,26 +1,22 @@
-"""Model profiles of the reference target: what a served model costs, counts and how fast it runs.
+"""Model profiles of the reference target: what a served model counts, costs, and weighs on a GPU.
 
-A profile is the simulated GPU deployment of one model: its image token rule (CONTRACT.md section 8),
-context length, price (for ``usage.estimated_cost``) and a latency model. The latency model is what the
-client sees, not this machine's CPU:
+A profile is one model as a server sees it: its image token rule (CONTRACT.md section 8), context
+length, price (for ``usage.estimated_cost``), and the architecture figures the simulated engine's step
+time is computed from (``deployment.Deployment``): weight bytes, parameters a token goes through, KV-cache
+bytes per token, vision-encoder FLOPs per image token. Each figure says where it comes from: the
+model's published ``config.json`` and parameter count on Hugging Face, in BF16 (2 bytes per parameter).
 
-    TTFT = queue wait + prefill_tokens / prefill_tokens_per_s + image_tokens * vision_encode_s_per_token
-    ITL  = decode_step_s * (1 + batch_slowdown * (running_sequences - 1))
-
-``max_seqs`` sequences run at once; more wait in a FIFO queue, so overload shows as queueing.
-``kv_tokens`` is the KV-cache capacity in tokens (prompt + answer of every running sequence).
-The numbers are illustrative, of the order of a single modern datacenter GPU; they are documented
-here so a load test against the target has a known ground truth.
+KV bytes per token = 2 (K and V) x layers x KV heads x head dim x 2 bytes. Image tokens are held in the
+KV cache and prefilled like text tokens (the target already counts them as prompt tokens); for Llama 3.2
+Vision, whose image tokens really live in 8 cross-attention layers, that over-states their KV cost.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
 TokenRule = Literal["qwen2-vl", "llama-3.2-vision", "llava-1.5"]
-LatencyMode = Literal["profile", "zero"]
 
 
 @dataclass(frozen=True)
@@ -31,73 +27,18 @@ class ModelProfile:
     context_length: int
     price_in_per_m: float  # USD per million prompt tokens
     price_out_per_m: float  # USD per million completion tokens
-    prefill_tokens_per_s: float
-    vision_encode_s_per_token: float
-    decode_step_s: float  # inter-token latency of a lone sequence
-    batch_slowdown: float  # each extra running sequence slows a decode step by this fraction
-    max_seqs: int
-    kv_tokens: int
+    weight_bytes: float  # all weights in BF16: read once per step
+    lm_params: float  # parameters one (text or image) token goes through in the language model
+    kv_bytes_per_token: int
+    encoder_flops_per_image_token: float  # vision encoder work behind one image token of the prompt
+    gpu: str  # the default --gpu
+    gpus: int = 1  # tensor-parallel GPUs of one replica
     max_images: int | None = None  # None: no count limit (the default profile states none)
-    gpu: str = ""
-
-    @property
-    def zero_latency(self) -> bool:
-        return self.decode_step_s == 0 and self.prefill_tokens_per_s == float("inf")
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return round(
             (prompt_tokens * self.price_in_per_m + completion_tokens * self.price_out_per_m) / 1e6, 10
         )
-
-    def prefill_s(self, text_tokens: int, image_tokens: int) -> float:
-        """Simulated time from admission to the first token (without the queue wait)."""
-        if self.prefill_tokens_per_s == float("inf"):
-            return 0.0
-        return (text_tokens + image_tokens) / self.prefill_tokens_per_s + (
-            image_tokens * self.vision_encode_s_per_token
-        )
-
-    def step_s(self, running: int) -> float:
-        """Simulated decode step (inter-token latency) with ``running`` sequences in the batch."""
-        return self.decode_step_s * (1 + self.batch_slowdown * max(0, running - 1))
-
-    def tuned(
-        self,
-        *,
-        latency: LatencyMode = "profile",
-        speed: float = 1.0,
-        max_seqs: int | None = None,
-        model_id: str | None = None,
-        kv_tokens: int | None = None,
-    ) -> ModelProfile:
-        """This profile with the command-line knobs applied (``--latency``, ``--speed``, ...)."""
-        changes: dict[str, object] = {}
-        if latency == "zero":
-            changes.update(
-                prefill_tokens_per_s=float("inf"),
-                vision_encode_s_per_token=0.0,
-                decode_step_s=0.0,
-                batch_slowdown=0.0,
-                max_seqs=1_000_000,
-                kv_tokens=1 << 62,
-            )
-        elif speed != 1.0:
-            if speed <= 0:
-                raise ValueError("speed must be > 0")
-            changes.update(
-                prefill_tokens_per_s=self.prefill_tokens_per_s * speed,
-                vision_encode_s_per_token=self.vision_encode_s_per_token / speed,
-                decode_step_s=self.decode_step_s / speed,
-            )
-        if max_seqs is not None:
-            if max_seqs < 1:
-                raise ValueError("max-seqs must be >= 1")
-            changes["max_seqs"] = max_seqs
-        if kv_tokens is not None:
-            changes["kv_tokens"] = kv_tokens
-        if model_id:
-            changes["model_id"] = model_id
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
 PROFILES: dict[str, ModelProfile] = {
@@ -110,13 +51,17 @@ PROFILES: dict[str, ModelProfile] = {
             context_length=131_072,
             price_in_per_m=0.049,
             price_out_per_m=0.049,
-            prefill_tokens_per_s=12_000.0,
-            vision_encode_s_per_token=0.000_02,  # ~32 ms per 560 px tile (1601 tokens)
-            decode_step_s=0.020,
-            batch_slowdown=0.05,
-            max_seqs=16,
-            kv_tokens=400_000,
-            gpu="1x A100-80GB (simulated)",
+            # 10.6 B parameters (model card) -> 21.3 GB of BF16 safetensors.
+            weight_bytes=21.3e9,
+            # The text model: Llama 3.1 8B (8.0 B) plus 8 cross-attention layers, ~9.8 B in all.
+            lm_params=9.8e9,
+            # config.json text_config: 40 layers of which 8 cross-attention (32 self-attention), 8 KV
+            # heads, head dim 4096 / 32 = 128: 2 x 32 x 8 x 128 x 2 B = 131,072 B.
+            kv_bytes_per_token=131_072,
+            # The ViT-H/14 image encoder (32 + 8 global layers, ~0.85 B parameters) sees one 14 px patch
+            # per image token: 2 FLOPs x 0.85 B per token.
+            encoder_flops_per_image_token=2 * 0.85e9,
+            gpu="a100-80gb",
         ),
         ModelProfile(
             key="llama-3.2-90b-vision",
@@ -125,13 +70,15 @@ PROFILES: dict[str, ModelProfile] = {
             context_length=131_072,
             price_in_per_m=0.35,
             price_out_per_m=0.40,
-            prefill_tokens_per_s=3_000.0,
-            vision_encode_s_per_token=0.000_05,
-            decode_step_s=0.045,
-            batch_slowdown=0.08,
-            max_seqs=8,
-            kv_tokens=200_000,
-            gpu="4x A100-80GB (simulated)",
+            # 88.6 B parameters (model card) -> 177 GB of BF16: four 80 GB GPUs.
+            weight_bytes=177e9,
+            lm_params=87.7e9,
+            # config.json text_config: 100 layers of which 20 cross-attention (80 self-attention), 8 KV
+            # heads of dim 128: 2 x 80 x 8 x 128 x 2 B = 327,680 B.
+            kv_bytes_per_token=327_680,
+            encoder_flops_per_image_token=2 * 0.85e9,
+            gpu="a100-80gb",
+            gpus=4,
         ),
         ModelProfile(
             key="qwen2.5-vl-7b",
@@ -140,13 +87,15 @@ PROFILES: dict[str, ModelProfile] = {
             context_length=32_768,
             price_in_per_m=0.20,
             price_out_per_m=0.20,
-            prefill_tokens_per_s=15_000.0,
-            vision_encode_s_per_token=0.000_03,
-            decode_step_s=0.015,
-            batch_slowdown=0.04,
-            max_seqs=32,
-            kv_tokens=500_000,
-            gpu="1x A100-80GB (simulated)",
+            # 8.29 B parameters (model card) -> 16.6 GB of BF16.
+            weight_bytes=16.6e9,
+            # The language model is Qwen2.5-7B: 7.6 B parameters.
+            lm_params=7.6e9,
+            # config.json: 28 layers, 4 KV heads, head dim 3584 / 28 = 128: 2 x 28 x 4 x 128 x 2 B.
+            kv_bytes_per_token=57_344,
+            # The ViT (~0.67 B parameters) sees 2 x 2 patches of 14 px per image token (merged after it).
+            encoder_flops_per_image_token=2 * 0.67e9 * 4,
+            gpu="a100-80gb",
         ),
         ModelProfile(
             key="llava-1.5-7b",
@@ -155,14 +104,15 @@ PROFILES: dict[str, ModelProfile] = {
             context_length=4_096,
             price_in_per_m=0.10,
             price_out_per_m=0.10,
-            prefill_tokens_per_s=15_000.0,
-            vision_encode_s_per_token=0.000_02,
-            decode_step_s=0.012,
-            batch_slowdown=0.04,
-            max_seqs=32,
-            kv_tokens=300_000,
+            # 7.06 B parameters -> 14.1 GB of BF16.
+            weight_bytes=14.1e9,
+            lm_params=6.7e9,  # Vicuna-7B (Llama 2 7B)
+            # Llama 2 7B: 32 layers, 32 KV heads (no GQA), head dim 128: 2 x 32 x 32 x 128 x 2 B.
+            kv_bytes_per_token=524_288,
+            # CLIP ViT-L/14 at 336 px (0.30 B parameters), one patch per image token.
+            encoder_flops_per_image_token=2 * 0.30e9,
+            gpu="a10",
             max_images=4,
-            gpu="1x A10G-24GB (simulated)",
         ),
     )
 }
@@ -175,16 +125,3 @@ def get_profile(key: str) -> ModelProfile:
         return PROFILES[key]
     except KeyError:
         raise ValueError(f"unknown model profile {key!r}; known: {', '.join(PROFILES)}") from None
-
-
-def describe_profiles() -> str:
-    """One line per profile, for ``eyechart serve --help``."""
-    lines = []
-    for p in PROFILES.values():
-        lines.append(
-            f"  {p.key:22} {p.model_id} · tokens {p.token_rule} · context {p.context_length:,} · "
-            f"${p.price_in_per_m}/${p.price_out_per_m} per M in/out · "
-            f"prefill {p.prefill_tokens_per_s:,.0f} tok/s"
-            f" · ITL {p.decode_step_s * 1000:.0f} ms (+{p.batch_slowdown:.0%}/seq) · {p.max_seqs} seqs"
-        )
-    return "\n".join(lines)

@@ -1,7 +1,10 @@
 """``GET /metrics``: the target's own counters in the Prometheus text format (version 0.0.4).
 
 Each metric is defined once here, with its name, type and meaning. Gauges of the engine (running,
-waiting, KV use) are read from the scheduler at scrape time; counters are bumped by the app.
+waiting, KV use) are read from the engine at scrape time; counters are bumped by the app. The engine's
+gauges and token counters are also given under vLLM's names (``vllm:num_requests_running``, ...,
+labelled ``model_name`` as vLLM does), so dashboards and autoscalers written for vLLM read the target
+as they read a vLLM server. vLLM's ``*_usage_perc`` gauges are fractions (0..1), despite the name.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from eyechart.target.engine import Scheduler
+from eyechart.target.engine import Engine
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -45,7 +48,7 @@ class Metrics:
         self.completion_tokens += completion
         self.images += images
 
-    def render(self, scheduler: Scheduler, model: str) -> str:
+    def render(self, engine: Engine, model: str) -> str:
         m = f'model="{_escape(model)}"'
         out: list[str] = []
 
@@ -59,20 +62,67 @@ class Metrics:
             "eyechart_requests_running",
             "gauge",
             "Sequences the simulated engine is generating now.",
-            [(m, scheduler.running)],
+            [(m, engine.running)],
         )
         metric(
             "eyechart_requests_waiting",
             "gauge",
             "Requests admitted by HTTP but waiting in the engine's FIFO queue.",
-            [(m, scheduler.waiting)],
+            [(m, engine.waiting)],
         )
         metric(
             "eyechart_kv_tokens_used",
             "gauge",
             "KV-cache tokens reserved by running sequences.",
-            [(m, scheduler.kv_used)],
+            [(m, engine.kv_used)],
         )
+        metric(
+            "eyechart_kv_tokens_capacity",
+            "gauge",
+            "KV-cache capacity in tokens of the simulated deployment.",
+            [(m, engine.deployment.kv_tokens)],
+        )
+        v = f'model_name="{_escape(model)}"'
+        vllm = (
+            (
+                "vllm:num_requests_running",
+                "gauge",
+                "Number of requests in model execution batches.",
+                engine.running,
+            ),
+            (
+                "vllm:num_requests_waiting",
+                "gauge",
+                "Number of requests waiting to be processed.",
+                engine.waiting,
+            ),
+            (
+                "vllm:gpu_cache_usage_perc",
+                "gauge",
+                "GPU KV-cache usage. 1 means 100 percent usage.",
+                engine.kv_usage,
+            ),
+            (
+                "vllm:kv_cache_usage_perc",
+                "gauge",
+                "KV-cache usage. 1 means 100 percent usage.",
+                engine.kv_usage,
+            ),
+            (
+                "vllm:prompt_tokens_total",
+                "counter",
+                "Number of prefill tokens processed.",
+                self.prompt_tokens,
+            ),
+            (
+                "vllm:generation_tokens_total",
+                "counter",
+                "Number of generation tokens processed.",
+                self.completion_tokens,
+            ),
+        )
+        for name, kind, help_text, value in vllm:
+            metric(name, kind, help_text, [(v, value)])
         metric(
             "eyechart_prompt_tokens_total",
             "counter",

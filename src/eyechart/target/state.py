@@ -7,17 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eyechart.target.deployment import Deployment
 from eyechart.target.engine import Engine
 from eyechart.target.faults import FaultConfig, FaultInjector
 from eyechart.target.fetch import Fetcher
-from eyechart.target.models import ModelProfile
 from eyechart.target.prom import Metrics
 from eyechart.target.trace import TraceWriter
 
 
 @dataclass(frozen=True)
 class ServeConfig:
-    profile: ModelProfile
+    deployment: Deployment  # the model (with its served id) on its GPUs, as --speed and the limits set it
     api_key: str
     allow_private_urls: bool = False
     faults: FaultConfig = field(default_factory=FaultConfig)
@@ -30,8 +30,9 @@ class TargetState:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        self.profile = config.profile
-        self.engine = Engine(config.profile, config.max_waiting)
+        self.profile = config.deployment.model
+        self.deployment = config.deployment
+        self.engine = Engine(config.deployment, config.max_waiting)
         self.metrics = Metrics()
         self.faults = FaultInjector(config.faults)
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="eyechart-vision")
@@ -48,6 +49,7 @@ class TargetState:
             await self.fetcher.aclose()
         if self.trace is not None:
             self.trace.close()
+        await self.engine.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     def record(self, rec: dict[str, Any]) -> None:

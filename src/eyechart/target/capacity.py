@@ -1,0 +1,184 @@
+"""The engine's ground-truth capacity for a workload, computed, not measured: what a planner must find.
+
+``simulate`` runs the very batching rules the target serves with (``batching.Batcher``) on a virtual
+clock: a deterministic discrete-event simulation, no wall clock, milliseconds of CPU per thousand
+requests. On top of it:
+
+* ``max_throughput``: completed requests per second with an endless queue (every slot busy, the
+  saturation plateau a closed-loop load test with enough users measures);
+* ``slo_rate``: the highest arrival rate (Poisson by default, like ``eyechart load --rate``) at which the
+  chosen quantiles of TTFT, TPOT and end-to-end latency stay within the limits, found by bisection.
+
+Both take the deployment as served, ``--speed`` included, so they compare directly with a run against
+``eyechart serve`` at that speed. A workload is what every request looks like: prompt text tokens, image
+tokens and answer tokens (a load test pins the answer with ``max_tokens`` + ``ignore_eos``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+from typing import Literal
+
+from eyechart.target.batching import Batcher, Sequence
+from eyechart.target.deployment import Deployment
+
+Arrival = Literal["poisson", "constant"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    prompt_tokens: int  # text tokens of the prompt
+    output_tokens: int  # tokens of every answer
+    image_tokens: int = 0  # image tokens of the prompt
+
+    def __post_init__(self) -> None:
+        if self.output_tokens < 1 or self.prompt_tokens < 0 or self.image_tokens < 0:
+            raise ValueError("a workload needs output_tokens >= 1 and no negative token counts")
+
+
+@dataclass(frozen=True)
+class Slo:
+    """Latency limits in seconds (None: not limited), each judged at ``quantile``."""
+
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    e2e_s: float | None = None
+    quantile: float = 0.95
+
+
+@dataclass
+class SimResult:
+    ttft_s: list[float] = field(default_factory=list)
+    tpot_s: list[float] = field(default_factory=list)  # (e2e - ttft) / (tokens - 1), answers of 2+ tokens
+    e2e_s: list[float] = field(default_factory=list)
+    end_s: list[float] = field(default_factory=list)  # completion times, in order
+    duration_s: float = 0.0
+
+    def quantile(self, name: str, q: float) -> float:
+        values = sorted(getattr(self, f"{name}_s"))
+        if not values:
+            return 0.0
+        return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
+
+    def throughput_rps(self, skip: float = 0.2) -> float:
+        """Completions per second between the ``skip`` and ``1 - skip`` shares of completions (the
+        steady state, away from the ramp-up and the drain)."""
+        ends = self.end_s
+        a, b = int(len(ends) * skip), int(len(ends) * (1 - skip)) - 1
+        if b <= a or ends[b] <= ends[a]:
+            return 0.0
+        return (b - a) / (ends[b] - ends[a])
+
+
+def _unit_gaps(n: int, arrival: Arrival, seed: int) -> list[float]:
+    if arrival == "constant":
+        return [1.0] * n
+    rng = random.Random(seed)
+    return [rng.expovariate(1.0) for _ in range(n)]
+
+
+def simulate(
+    deployment: Deployment,
+    workload: Workload,
+    *,
+    rate: float | None,
+    requests: int = 1000,
+    arrival: Arrival = "poisson",
+    seed: int = 0,
+    gaps: Seq[float] | None = None,
+) -> SimResult:
+    """Serve ``requests`` requests arriving at ``rate`` per second (None: all at once, a backlog)."""
+    if deployment.zero_latency:
+        raise ValueError("a zero-latency target has no capacity limit to compute")
+    batcher = Batcher(deployment)
+    unit = list(gaps) if gaps is not None else _unit_gaps(requests, arrival, seed)
+    arrivals: list[float] = []
+    t = 0.0
+    for i in range(requests):
+        if rate is not None:
+            t += unit[i] / rate
+        arrivals.append(t)
+    reserve = workload.prompt_tokens + workload.image_tokens + workload.output_tokens
+    born: dict[int, float] = {}
+    first: dict[int, float] = {}
+    out = SimResult()
+    now = 0.0
+    nxt = 0
+    while len(out.end_s) < requests:
+        while nxt < requests and arrivals[nxt] <= now:
+            s = Sequence(str(nxt), workload.prompt_tokens, workload.image_tokens, reserve, received_ns=nxt)
+            s.answer_tokens = workload.output_tokens
+            born[id(s)] = arrivals[nxt]
+            batcher.add(s, 0)
+            nxt += 1
+        step = batcher.plan()
+        if step is None:
+            now = arrivals[nxt]  # idle until the next arrival
+            continue
+        now += step.duration_s
+        emitted, ended = batcher.complete(step, 0)
+        for s, i in emitted:
+            if i == 0:
+                first[id(s)] = now
+        for s in ended:
+            t0, t1 = born.pop(id(s)), first.pop(id(s))
+            out.ttft_s.append(t1 - t0)
+            out.e2e_s.append(now - t0)
+            if workload.output_tokens > 1:
+                out.tpot_s.append((now - t1) / (workload.output_tokens - 1))
+            out.end_s.append(now)
+    out.duration_s = now
+    return out
+
+
+def max_throughput(deployment: Deployment, workload: Workload, *, requests: int | None = None) -> float:
+    """Completed requests per second at saturation: every slot (or the KV cache) busy, a queue always
+    waiting. Measured in the simulation's steady state, away from the ramp-up and the drain."""
+    n = requests or max(400, 6 * min(deployment.max_seqs, _kv_fit(deployment, workload)))
+    return simulate(deployment, workload, rate=None, requests=n).throughput_rps()
+
+
+def _kv_fit(deployment: Deployment, workload: Workload) -> int:
+    per = workload.prompt_tokens + workload.image_tokens + workload.output_tokens
+    return max(1, deployment.kv_tokens // max(1, per))
+
+
+def meets(result: SimResult, slo: Slo) -> bool:
+    limits = (("ttft", slo.ttft_s), ("tpot", slo.tpot_s), ("e2e", slo.e2e_s))
+    return all(limit is None or result.quantile(name, slo.quantile) <= limit for name, limit in limits)
+
+
+def slo_rate(
+    deployment: Deployment,
+    workload: Workload,
+    slo: Slo,
+    *,
+    requests: int = 2000,
+    arrival: Arrival = "poisson",
+    seed: int = 0,
+    tolerance: float = 0.005,
+) -> float:
+    """The highest arrival rate (requests/s) whose simulated latencies meet ``slo``; 0 if none does.
+
+    Bisection between 0 and the saturation throughput, every trial on the same arrival pattern scaled
+    to its rate, so the answer is deterministic for a seed.
+    """
+    ceiling = max_throughput(deployment, workload)
+    gaps = _unit_gaps(requests, arrival, seed)
+
+    def ok(rate: float) -> bool:
+        return meets(simulate(deployment, workload, rate=rate, requests=requests, gaps=gaps), slo)
+
+    if ok(ceiling):
+        return ceiling
+    lo, hi = 0.0, ceiling
+    while hi - lo > tolerance * ceiling:
+        mid = (lo + hi) / 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo

@@ -73,7 +73,8 @@ class SimResult:
         return (b - a) / (ends[b] - ends[a])
 
 
-def _unit_gaps(n: int, arrival: Arrival, seed: int) -> list[float]:
+def arrival_gaps(n: int, arrival: Arrival, seed: int) -> list[float]:
+    """Gaps between ``n`` arrivals at one request per second; divide by a rate to get that rate."""
     if arrival == "constant":
         return [1.0] * n
     rng = random.Random(seed)
@@ -94,7 +95,7 @@ def simulate(
     if deployment.zero_latency:
         raise ValueError("a zero-latency target has no capacity limit to compute")
     batcher = Batcher(deployment)
-    unit = list(gaps) if gaps is not None else _unit_gaps(requests, arrival, seed)
+    unit = list(gaps) if gaps is not None else arrival_gaps(requests, arrival, seed)
     arrivals: list[float] = []
     t = 0.0
     for i in range(requests):
@@ -167,7 +168,7 @@ def slo_rate(
     to its rate, so the answer is deterministic for a seed.
     """
     ceiling = max_throughput(deployment, workload)
-    gaps = _unit_gaps(requests, arrival, seed)
+    gaps = arrival_gaps(requests, arrival, seed)
 
     def ok(rate: float) -> bool:
         return meets(simulate(deployment, workload, rate=rate, requests=requests, gaps=gaps), slo)

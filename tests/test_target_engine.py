@@ -154,6 +154,38 @@ def test_engine_times_tokens_by_its_steps() -> None:
         assert due[i] - 0.001 <= offset < due[i] + 0.05, (i, offsets, due)
 
 
+def test_a_failing_step_fails_every_answer_in_the_engine_instead_of_hanging_it() -> None:
+    d = deployment("llama-3.2-11b-vision", speed=50, max_seqs=1)
+
+    async def scenario() -> list[str]:
+        engine = Engine(d)
+
+        def broken(*args: Any) -> Any:
+            raise ZeroDivisionError("a bug in a step")
+
+        engine.batcher.complete = broken  # type: ignore[method-assign]
+        outcomes = []
+        for name in ("running", "queued"):
+            lease = engine.enqueue(Sequence(request_id=name, text_tokens=5, image_tokens=0, kv_reserve=10))
+            fut: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+            fut.set_result(["a", "b"])
+            outcomes.append(engine.run(lease, fut))
+
+        async def consume(gen: Any) -> str:
+            try:
+                async for _ in gen:
+                    pass
+            except RuntimeError as exc:
+                return str(exc)
+            return "finished"
+
+        results = await asyncio.wait_for(asyncio.gather(*(consume(g) for g in outcomes)), 5)
+        assert engine.running == engine.waiting == engine.kv_used == 0
+        return results
+
+    assert asyncio.run(scenario()) == ["the simulated engine failed"] * 2
+
+
 def test_shape_answer_applies_stop_before_cap() -> None:
     text = "The red square sits left of the blue one."
     assert shape_answer(text, ["blue"], None) == (

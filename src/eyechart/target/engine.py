@@ -15,6 +15,7 @@ image analysis shows in its TTFT only when it takes longer than both.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from eyechart.target.deployment import Deployment
 __all__ = ["Engine", "Lease", "QueueFull", "Sequence", "Token"]
 
 MAX_LAG_S = 0.5
+
+log = logging.getLogger("eyechart.target")
 
 
 @dataclass(slots=True)
@@ -90,7 +93,11 @@ class Engine:
             self._wake = asyncio.Event()
         self._wake.set()
         if self._loop_task is None or self._loop_task.done():
-            self._loop_task = asyncio.get_running_loop().create_task(self._step_loop())
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # shutting down: nothing left to run
+                return
+            self._loop_task = loop.create_task(self._step_loop())
 
     async def close(self) -> None:
         if self._loop_task is not None:
@@ -111,13 +118,27 @@ class Engine:
             if self.batcher.set_answer(seq, len(texts), time.monotonic_ns()):
                 return
             self._kick()
-            sink: asyncio.Queue[int | None] = seq.sink
+            sink: asyncio.Queue[int | Exception | None] = seq.sink
             while (index := await sink.get()) is not None:
+                if isinstance(index, Exception):
+                    raise index
                 yield Token(index, texts[index])
         finally:
             lease.close()
 
     async def _step_loop(self) -> None:
+        """Steps until cancelled; if a step fails, every sequence in the engine fails with it (a 500 or
+        an error event for its client), never waits for tokens that will not come."""
+        try:
+            await self._steps()
+        except Exception as exc:
+            log.error("the engine's step loop failed", exc_info=exc)
+            failed = RuntimeError("the simulated engine failed")
+            for s in [*self.batcher.running, *self.batcher.waiting]:
+                s.sink.put_nowait(failed)
+                self.batcher.remove(s, time.monotonic_ns())
+
+    async def _steps(self) -> None:
         assert self._wake is not None
         anchor = time.monotonic()
         while True:

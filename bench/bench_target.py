@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import base64
 import io
+import itertools
 import os
 import shutil
 import subprocess
@@ -35,7 +36,15 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from eyechart.target.capacity import Slo, Workload, completion_rate, max_throughput, slo_rate
+from eyechart.target.capacity import (
+    Slo,
+    Workload,
+    arrival_gaps,
+    completion_rate,
+    max_throughput,
+    simulate,
+    slo_rate,
+)
 from eyechart.target.deployment import deployment
 from eyechart.target.launch import RunningTarget, start_target
 from eyechart.target.trace import read_trace
@@ -150,6 +159,69 @@ def capacity_check(uri: str, seconds: float, target_rps: float, max_seqs: int) -
         )
 
 
+async def _open_loop(t: RunningTarget, body: dict[str, Any], offsets: list[float]) -> int:
+    """Send one request at each offset (seconds from now), whatever the answers; the errors."""
+    headers = {"Authorization": f"Bearer {t.api_key}"}
+    errors = 0
+    async with httpx.AsyncClient(
+        timeout=60, headers=headers, limits=httpx.Limits(max_connections=None)
+    ) as http:
+        start = time.monotonic()
+
+        async def one(at: float) -> None:
+            nonlocal errors
+            await asyncio.sleep(max(0.0, start + at - time.monotonic()))
+            r = await http.post(f"{t.base_url}/chat/completions", json=body)
+            errors += r.status_code != 200
+
+        await asyncio.gather(*(one(at) for at in offsets))
+    return errors
+
+
+def latency_check(requests: int, target_rps: float, max_seqs: int) -> None:
+    """The same Poisson arrivals, replayed against the target and simulated: their latency quantiles."""
+    profile, out = "llama-3.2-11b-vision", 64
+    workload = Workload(prompt_tokens=193, output_tokens=out)  # the text case above
+    speed = target_rps / max_throughput(deployment(profile, "h100-sxm", max_seqs=max_seqs), workload)
+    engine = deployment(profile, "h100-sxm", max_seqs=max_seqs, speed=speed)
+    print(
+        f"\nlatency, target vs simulation (same Poisson arrivals, {requests} requests, {profile} at --speed "
+        f"{speed:.4f}, server-side times from --trace):"
+    )
+    for load in (0.5, 0.8, 0.95):
+        rate = load * target_rps
+        gaps = arrival_gaps(requests, "poisson", 1)
+        offsets = list(itertools.accumulate(g / rate for g in gaps))
+        sim = simulate(engine, workload, rate=rate, requests=requests, gaps=gaps)
+        trace = Path(tempfile.mkdtemp(prefix="eyechart-bench-")) / "trace.jsonl"
+        args = ["--model-profile", profile, "--gpu", "h100-sxm", "--max-seqs", str(max_seqs)]
+        args += ["--speed", f"{speed:.6g}", "--log-level", "error"]
+        with start_target(args=args, trace=trace) as t:
+            body = {
+                "model": t.model,
+                "messages": [{"role": "user", "content": "lighthouse " * 190 + "Describe it."}],
+            }
+            errors = asyncio.run(_open_loop(t, {**body, "max_tokens": out, "ignore_eos": True}, offsets))
+        served = [r for r in read_trace(trace) if r["status"] == 200]
+        real = {
+            "ttft": [(r["first_token_ns"] - r["received_ns"]) / 1e9 for r in served],
+            "tpot": [(r["end_ns"] - r["first_token_ns"]) / 1e9 / (out - 1) for r in served],
+            "e2e": [(r["end_ns"] - r["received_ns"]) / 1e9 for r in served],
+        }
+        cells = []
+        for name, values in real.items():
+            values.sort()
+            for q in (0.5, 0.95):
+                got = values[min(len(values) - 1, int(q * len(values)))] * 1e3
+                want = sim.quantile(name, q) * 1e3
+                cells.append(f"{name} p{int(q * 100)} {got:6.1f}/{want:6.1f}")
+        print(
+            f"  {load:4.0%} of capacity ({rate:5.1f} req/s) measured/simulated ms: "
+            + "  ".join(cells)
+            + (f"  errors {errors}" if errors else "")
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -157,6 +229,7 @@ def main() -> None:
     ap.add_argument("--capacity-seconds", type=float, default=12.0, help="length of each saturated run")
     ap.add_argument("--capacity-rps", type=float, default=40.0, help="the completion rate to scale to")
     ap.add_argument("--max-seqs", type=int, default=32)
+    ap.add_argument("--latency-requests", type=int, default=400, help="requests per open-loop latency run")
     args = ap.parse_args()
     png = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 30, 30)).save(png, "PNG")
@@ -192,6 +265,7 @@ def main() -> None:
             line += f" -> one core sustains ~{1 / per_request:.0f} requests/s"
             print(line + (f"  errors {errors}" if errors else ""))
     capacity_check(uri, args.capacity_seconds, args.capacity_rps, args.max_seqs)
+    latency_check(args.latency_requests, args.capacity_rps, args.max_seqs)
 
 
 if __name__ == "__main__":

@@ -133,3 +133,51 @@ def test_metrics_speak_vllm_and_any_request_id_reaches_the_trace(tmp_path: Path)
     for r in records.values():
         assert r["received_ns"] <= r["admitted_ns"] <= r["first_token_ns"] <= r["end_ns"]
         assert len(r["token_ns"]) == r["completion_tokens"] > 0
+
+
+def test_simulated_latencies_match_the_target_under_the_same_poisson_arrivals(tmp_path: Path) -> None:
+    # The SLO-limited rate is only as true as the simulated latencies: replay one Poisson arrival
+    # pattern against the target (80 % of its capacity) and the simulation, compare the trace's times.
+    out, requests = 32, 120
+    engine = deployment("llama-3.2-11b-vision", max_seqs=4, speed=5)
+    workload = Workload(prompt_tokens=6, output_tokens=out)  # "Say something about eye charts."
+    rate = 0.8 * max_throughput(engine, workload)
+    gaps = arrival_gaps(requests, "poisson", 3)
+    trace = tmp_path / "trace.jsonl"
+    with start_target(args=["--speed", "5", "--max-seqs", "4"], trace=trace) as t:
+        body = {
+            "model": t.model,
+            "messages": [{"role": "user", "content": "Say something about eye charts."}],
+            "max_tokens": out,
+            "ignore_eos": True,
+        }
+
+        async def replay() -> None:
+            limits = httpx.Limits(max_connections=None)
+            auth = {"Authorization": f"Bearer {t.api_key}"}
+            async with httpx.AsyncClient(timeout=30, headers=auth, limits=limits) as http:
+                start = time.monotonic()
+
+                async def one(at: float) -> None:
+                    await asyncio.sleep(max(0.0, start + at - time.monotonic()))
+                    r = await http.post(f"{t.base_url}/chat/completions", json=body)
+                    assert (
+                        r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == workload.prompt_tokens
+                    )
+
+                offsets = [sum(gaps[: i + 1]) / rate for i in range(requests)]
+                await asyncio.gather(*(one(at) for at in offsets))
+
+        asyncio.run(replay())
+    served = read_trace(trace)
+    sim = simulate(engine, workload, rate=rate, requests=requests, gaps=gaps)
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    e2e = median([(r["end_ns"] - r["received_ns"]) / 1e9 for r in served])
+    tpot = median([(r["end_ns"] - r["first_token_ns"]) / 1e9 / (out - 1) for r in served])
+    ttft = median([(r["first_token_ns"] - r["received_ns"]) / 1e9 for r in served])
+    assert e2e == pytest.approx(sim.quantile("e2e", 0.5), rel=0.05)
+    assert tpot == pytest.approx(sim.quantile("tpot", 0.5), rel=0.05)
+    assert ttft == pytest.approx(sim.quantile("ttft", 0.5), abs=0.005)  # a few ms of event-loop jitter

@@ -279,6 +279,25 @@ def test_bad_flags_exit_2_and_sigterm_exits_cleanly(tmp_path: Path) -> None:
     assert [rec["status"] for rec in read_trace(trace)] == [200]
 
 
+def test_gpu_flags_choose_the_deployment_and_help_teaches_them() -> None:
+    serve = [sys.executable, "-m", "eyechart", "serve"]
+    help_text = subprocess.run([*serve, "--help"], capture_output=True, text=True, timeout=30).stdout
+    for words in ("--gpu", "--max-batched-tokens", "h100-sxm", "3.35 TB/s", "qwen2.5-vl-7b on 1x h100-sxm"):
+        assert words in help_text, words
+    bad = subprocess.run(
+        [*serve, "--model-profile", "llama-3.2-90b-vision", "--gpu", "a10", "--gpus", "1", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert bad.returncode == 2 and "does not fit" in bad.stderr and "Traceback" not in bad.stderr
+    args = ["--model-profile", "qwen2.5-vl-7b", "--gpu", "h100-sxm", "--max-batched-tokens", "512"]
+    with start_target(args=args) as t:
+        text = httpx.get(f"{t.root_url}/metrics").text
+    want = deployment("qwen2.5-vl-7b", "h100-sxm").kv_tokens
+    assert re.search(rf"^eyechart_kv_tokens_capacity\{{[^}}]*\}} {want}$", text, re.M), want
+
+
 def test_a_client_leaving_mid_stream_frees_its_slot() -> None:
     with start_target(args=["--max-seqs", "1"]) as t:  # real speed: a long answer takes ~1 s
         headers = {"Authorization": f"Bearer {t.api_key}"}

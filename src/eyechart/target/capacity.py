@@ -189,7 +189,9 @@ def slo_rate(
     """The highest arrival rate (requests/s) whose simulated latencies meet ``slo``; 0 if none does.
 
     Bisection between 0 and the saturation throughput, every trial on the same arrival pattern scaled
-    to its rate, so the answer is deterministic for a seed.
+    to its rate, so the answer is deterministic for a seed. The horizon matters near saturation, where
+    the queue grows slowly: ``requests`` arrivals judge what a load run of that many requests would
+    see, and a longer horizon can only lower the answer.
     """
     ceiling = max_throughput(deployment, workload)
     gaps = arrival_gaps(requests, arrival, seed)

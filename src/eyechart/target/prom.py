@@ -24,6 +24,13 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _number(value: float) -> str:
+    """Exact: counters are integers, and ``:g`` would turn 1,002,514 into 1.00251e+06."""
+    if isinstance(value, int) or (value.is_integer() and abs(value) < 2**53):
+        return str(int(value))
+    return repr(value)
+
+
 @dataclass
 class Metrics:
     requests: Counter[tuple[str, int]] = field(default_factory=Counter)  # (route kind, status)
@@ -56,7 +63,8 @@ class Metrics:
             out.append(f"# HELP {name} {help_text}")
             out.append(f"# TYPE {name} {kind}")
             for labels, value in samples:
-                out.append(f"{name}{{{labels}}} {value:g}" if labels else f"{name} {value:g}")
+                text = _number(value)
+                out.append(f"{name}{{{labels}}} {text}" if labels else f"{name} {text}")
 
         metric(
             "eyechart_requests_running",

@@ -1,4 +1,4 @@
-"""CONTRACT.md section 6: errors.
+"""Errors (conformance/CONTRACT.md, ``errors.*``).
 
 Each client mistake is sent once (``mistakes`` caches the exchanges) and judged by several checks:
 4xx never 5xx with an ``error`` object (MUST), the exact status the contract names (SHOULD, since a
@@ -85,7 +85,7 @@ def _all(api: Session, mistakes: dict[str, Any]) -> list[tuple[str, Any]]:
 @check(
     "errors.client_mistake.{case}",
     severity="MUST",
-    clause="6. Client mistakes are 4xx, never 5xx, with an error object carrying a message",
+    clause="errors.client_mistakes",
 )
 def test_client_mistake(api: Session, mistakes: dict[str, Any], case: str) -> None:
     what, _, _ = CASES[case]
@@ -96,7 +96,7 @@ def test_client_mistake(api: Session, mistakes: dict[str, Any], case: str) -> No
 @check(
     "errors.status.{case}",
     severity="SHOULD",
-    clause="6. Unknown model → 404 (or 400); empty messages/content, bare-string image_url → 400",
+    clause="errors.client_mistakes",
 )
 def test_exact_status(api: Session, mistakes: dict[str, Any], case: str) -> None:
     what, _, statuses = CASES[case]
@@ -115,7 +115,7 @@ def test_exact_status(api: Session, mistakes: dict[str, Any], case: str) -> None
 @check(
     "errors.envelope_fields",
     severity="SHOULD",
-    clause="6. The error object has all four keys: message, type, param, code",
+    clause="errors.envelope",
 )
 def test_envelope_fields(api: Session, mistakes: dict[str, Any]) -> None:
     judged = 0
@@ -135,7 +135,7 @@ def test_envelope_fields(api: Session, mistakes: dict[str, Any]) -> None:
 @check(
     "errors.code_string",
     severity="SHOULD",
-    clause="6. error.code is a string or null; a numeric code is a finding",
+    clause="errors.envelope",
 )
 def test_code_string(api: Session, mistakes: dict[str, Any]) -> None:
     for _case, ex in _all(api, mistakes):
@@ -156,9 +156,7 @@ def test_code_string(api: Session, mistakes: dict[str, Any]) -> None:
             )
 
 
-@check(
-    "errors.no_internals", severity="SHOULD", clause="6. No stack traces or internal paths in error messages"
-)
+@check("errors.no_internals", severity="SHOULD", clause="errors.no_internals")
 def test_no_internals(api: Session, mistakes: dict[str, Any]) -> None:
     for _case, ex in _all(api, mistakes):
         text = (ex.body or b"")[:65536].decode("utf-8", "replace")

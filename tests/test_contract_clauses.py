@@ -1,7 +1,7 @@
 """Every check cites a clause of the contract the repository ships (conformance/CONTRACT.md).
 
 A report's ``clause`` is only worth something if a user can look it up: each ``@check(clause=...)`` in
-``conformance/test_*.py`` must name a clause id that is a
+``conformance/test_*.py`` and each break of ``tests/faulty_targets`` must name a clause id that is a
 ``###`` heading of conformance/CONTRACT.md, and nothing in the suite may point at a contract or design
 file outside the repository.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+
+from faulty_targets import BREAKS, LEGAL_VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = ROOT / "conformance" / "CONTRACT.md"
@@ -53,11 +55,18 @@ def test_every_check_cites_a_clause_of_the_contract() -> None:
     assert not unknown, f"checks citing a clause CONTRACT.md does not define: {unknown}"
 
 
+def test_every_break_names_a_clause_of_the_contract() -> None:
+    known = set(contract_clauses())
+    unknown = {b.name: b.clause for b in {**BREAKS, **LEGAL_VARIANTS}.values() if b.clause not in known}
+    assert not unknown, f"breaks naming a clause CONTRACT.md does not define: {unknown}"
+
+
 def test_the_suite_points_at_no_file_outside_the_repository() -> None:
     owned = [
         *(ROOT / "conformance").glob("*.py"),
         *(ROOT / "conformance").glob("*.md"),
         *(ROOT / "conformance" / "schemas").glob("*.json"),
+        *(ROOT / "tests" / "faulty_targets").glob("*.py"),
     ]
     outside = re.compile(r"shared/|\.\./\.\./|DESIGN\.md|CONTRACT\.md section|section \d")
     found = {

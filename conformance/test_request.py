@@ -185,7 +185,7 @@ def test_options(api: Session, option: dict[str, Any]) -> None:
 def test_option_n(api: Session) -> None:
     if not api.profile.n_supported:
         skip(f"profile {api.profile.name} does not support n > 1")
-    ex = _accepted(api, api.vision_body([IMAGE], n=2), "n=2")
+    ex = _accepted(api, api.vision_body([IMAGE], n=2, max_tokens=8), "n=2")
     choices = json_of(ex).get("choices")
     expect(
         isinstance(choices, list) and len(choices) == 2,
@@ -201,3 +201,25 @@ def test_extra_keys(api: Session) -> None:
     body = api.vision_body([IMAGE], eyechart_probe="ignored")
     body["messages"][0]["eyechart_note"] = "ignored"
     _accepted(api, body, "a request with unknown extra keys")
+
+
+@check("request.max_completion_tokens_honoured", severity="MUST", clause="request.token_cap")
+def test_max_completion_tokens_honoured(api: Session) -> None:
+    cap = 3
+    body = api.vision_body([IMAGE], "Describe this image in great detail, at length.", max_tokens=None)
+    body["max_completion_tokens"] = cap
+    ex = api.chat(body)
+    if ex.status != 200:
+        skip(f"max_completion_tokens is not accepted (status {ex.status}; see request.option_other_cap)")
+    usage = json_of(ex).get("usage")
+    got = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    if not isinstance(got, int) or isinstance(got, bool):
+        skip("no usage.completion_tokens to judge the cap by")
+    expect(
+        got <= cap,
+        f"max_completion_tokens {cap} was accepted but not honoured",
+        exchange=ex,
+        expected=f"completion_tokens ≤ {cap}",
+        got=got,
+        pointer="/usage/completion_tokens",
+    )

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from eyechart.conform.checks import check, expect, expect_schema, fail, skip
-from eyechart.conform.session import Session, first_choice, json_of, media_type
+from eyechart.conform.session import Session, expect_refusal, first_choice, json_of, media_type
 from eyechart.wire.sse import StreamAnalysis, chunk_findings, read_events
 
 IMAGE = "png-rgb"
@@ -379,3 +379,37 @@ def test_framing(plain: Stream, with_usage: Stream) -> None:
     notes = sorted({str(n) for _, an in streams for n in an.notes})
     if notes:
         fail("legal but unusual framing: " + "; ".join(notes), exchange=streams[0][0], got=notes)
+
+
+def _stream_kind(ex: Any) -> str:
+    """What a 200 event stream answering a request error holds, in the words of the finding."""
+    events = read_events([ex.body or b""]).events
+    data = [e for e in events if not e.done]
+    if not events:
+        return "an empty 200 event stream"
+    if data and data[0].is_error:
+        return "a 200 event stream holding an error event"
+    if not any(e.done for e in events) or ex.error_class == "timeout":
+        return "an unterminated 200 event stream (no [DONE])"
+    return "a complete 200 event stream with an answer (the bad image was not refused)"
+
+
+@check("stream.bad_image_plain_json", severity="MUST", clause="stream.request_error")
+def test_bad_image_plain_json(api: Session) -> None:
+    body = api.vision_body(["jpeg-truncated"], PROMPT, stream=True, max_tokens=8)
+    ex = api.chat(body, timeout=15.0, allow_transport_error=True)
+    if ex.status == 200 and media_type(ex) == "text/event-stream":
+        fail(
+            f"a truncated JPEG with stream: true got {_stream_kind(ex)}",
+            exchange=ex,
+            expected="a 4xx plain JSON error response before any event-stream byte",
+            got=(ex.body or b"")[:200].decode("utf-8", "replace") or "(no body)",
+        )
+    expect(
+        media_type(ex) != "text/event-stream",
+        f"the error for a truncated JPEG with stream: true came as a {ex.status} event stream",
+        exchange=ex,
+        expected="application/json",
+        got=media_type(ex),
+    )
+    expect_refusal(ex, "a truncated JPEG with stream: true", api.profile, if_200="got 200 instead of a 4xx")

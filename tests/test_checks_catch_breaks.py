@@ -344,3 +344,31 @@ def test_hostile_server_fails_each_request_of_a_check_within_its_bound(kind: str
             assert time.monotonic() - t0 < 5
         finally:
             api.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("stream.bad_image_empty_200", "an empty 200 event stream"),
+        ("stream.bad_image_unterminated_200", "an unterminated 200 event stream"),
+        ("stream.error_as_sse", "a 200 event stream holding an error event"),
+    ],
+)
+def test_a_bad_image_streamed_as_200_is_named_for_what_came(
+    name: str, says: str, target: RunningTarget, tmp_path: Path
+) -> None:
+    with breaking_proxy(target.base_url, [name], api_key=target.api_key) as url:
+        outcome = _run(url, target.api_key, target.model, ["stream.bad_image_plain_json"], tmp_path)
+    assert outcome.run is not None, outcome.message
+    (result,) = outcome.run.results
+    assert result.status == "fail" and says in result.message, result.message
+
+
+def test_a_local_file_read_is_reported_as_one(target: RunningTarget, tmp_path: Path) -> None:
+    with breaking_proxy(target.base_url, ["errors.local_file_read"], api_key=target.api_key) as url:
+        outcome = _run(url, target.api_key, target.model, ["errors.image_url.*"], tmp_path)
+    assert outcome.run is not None, outcome.message
+    results = {r.id: r.message for r in outcome.run.results}
+    for form in ("bare_path", "file_url"):
+        assert "read the local file" in results[f"errors.image_url.{form}"], results
+    assert "decoded raw base64" in results["errors.image_url.raw_base64"], results

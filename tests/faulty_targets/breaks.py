@@ -971,6 +971,76 @@ async def _slow_fetch_accepted(ex: Exchange) -> None:
             set_url(p, small_png_data_uri())
 
 
+# ---------------------------------------------------------------- deviations real servers have (issue 10)
+
+
+def _empty_stream(ex: Exchange) -> Reply:
+    return Reply(200, {"content-type": "text/event-stream"}, b"")
+
+
+def _unterminated_stream(ex: Exchange) -> Reply:
+    model = ex.body.get("model", "model") if isinstance(ex.body, dict) else "model"
+    delta = {"index": 0, "delta": {"role": "assistant", "content": "The"}, "finish_reason": None}
+    chunk = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1, "model": model}
+    return Reply(
+        200,
+        {"content-type": "text/event-stream"},
+        f"data: {json.dumps({**chunk, 'choices': [delta]})}\n\n".encode(),
+    )
+
+
+def _bad_image_stream(make: Callable[[Exchange], Reply]) -> Callable[[Exchange, Reply], Awaitable[Reply]]:
+    """A refused streamed image request answered with a 200 event stream (llama.cpp's empty one)."""
+
+    async def hook(ex: Exchange, reply: Reply) -> Reply:
+        if ex.is_chat and ex.stream and image_parts(ex.body) and is_client_error(reply):
+            return make(ex)
+        return reply
+
+    return hook
+
+
+async def _drop_odd_parts(ex: Exchange) -> None:
+    for m in _messages(ex.body):
+        if isinstance(m.get("content"), list):
+            m["content"] = [
+                p
+                for p in m["content"]
+                if isinstance(p, dict)
+                and (
+                    p.get("type") == "text"
+                    or (p.get("type") == "image_url" and isinstance(p.get("image_url"), dict))
+                )
+            ]
+
+
+FILE_READ_LIMIT = 8 << 20
+
+
+async def _read_local_files(ex: Exchange) -> None:
+    """A server that takes any image url it can make sense of: a local path, file://, raw base64."""
+    for p in image_parts(ex.body):
+        url = url_of(p)
+        if url.startswith(("http://", "https://", "data:")):
+            continue
+        path = urlsplit(url).path if url.startswith("file:") else url
+        if path.startswith("/"):
+            try:
+                with open(path, "rb") as f:  # a real local read, on the harness's own host
+                    data = f.read(FILE_READ_LIMIT)
+            except OSError:
+                continue
+            set_url(p, f"data:image/{sniff(data)};base64," + base64.b64encode(data).decode())
+        else:
+            set_url(p, "data:image/png;base64," + url)
+
+
+async def _ignore_completion_cap(ex: Exchange) -> None:
+    body = ex.body if ex.is_chat and isinstance(ex.body, dict) else {}
+    if "max_tokens" not in body and isinstance(body.pop("max_completion_tokens", None), int):
+        body["max_tokens"] = 24  # the server's own default cap applies
+
+
 # ---------------------------------------------------------------- how a run is set up to see a break
 
 
@@ -1159,7 +1229,7 @@ _CATALOGUE: list[Break] = [
         "stream.error_as_sse",
         "stream.request_error",
         "a request error with stream: true is sent as a 200 SSE stream holding an error event",
-        ("stream.error_plain_json",),
+        ("stream.error_plain_json", "stream.bad_image_plain_json"),
         response=_error_as_sse,
     ),
     Break(
@@ -1746,6 +1816,42 @@ _CATALOGUE: list[Break] = [
         "the model answers every image question without looking",
         ("capability.colours", "capability.ocr"),
         response=json_response(_blind),
+    ),
+    # deviations real servers have
+    _b(
+        "stream.bad_image_empty_200",
+        "stream.request_error",
+        "a refused image request with stream: true gets an empty 200 event stream (llama.cpp)",
+        ("stream.bad_image_plain_json",),
+        response=_bad_image_stream(_empty_stream),
+    ),
+    _b(
+        "stream.bad_image_unterminated_200",
+        "stream.request_error",
+        "a refused image request with stream: true gets a 200 event stream cut off after one chunk",
+        ("stream.bad_image_plain_json",),
+        response=_bad_image_stream(_unterminated_stream),
+    ),
+    _b(
+        "errors.odd_parts_dropped",
+        "errors.content_parts",
+        "content parts of an unknown type, and image_url parts without image_url, are silently dropped",
+        ("errors.content_part.no_image_url", "errors.content_part.unknown_type"),
+        request=_drop_odd_parts,
+    ),
+    _b(
+        "errors.local_file_read",
+        "errors.image_url",
+        "an image url that is a local path or file:// is read from disk; raw base64 is decoded",
+        ("errors.image_url.bare_path", "errors.image_url.raw_base64", "errors.image_url.file_url"),
+        request=_read_local_files,
+    ),
+    _b(
+        "request.max_completion_tokens_ignored",
+        "request.token_cap",
+        "max_completion_tokens is accepted but ignored (the server's default cap of 24 applies)",
+        ("request.max_completion_tokens_honoured",),
+        request=_ignore_completion_cap,
     ),
     # security of image fetching
     Break(

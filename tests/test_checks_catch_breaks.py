@@ -194,7 +194,7 @@ def _run(
         report_dir=report_dir,
         progress=False,
         overrides=overrides or [],
-        **fixture,  # type: ignore[arg-type]
+        **fixture,
     )
     return run_conformance(opts, Console(file=io.StringIO(), width=120))
 

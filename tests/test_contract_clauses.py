@@ -35,7 +35,7 @@ def cited_clauses() -> dict[str, str]:
             check_id = ast.literal_eval(node.args[0])
             clause = next(k.value for k in node.keywords if k.arg == "clause")
             assert isinstance(clause, ast.Constant), f"{path.name}: {check_id} computes its clause"
-            cited[f"{path.name}:{check_id}"] = clause.value
+            cited[f"{path.name}:{check_id}"] = str(clause.value)
     return cited
 
 

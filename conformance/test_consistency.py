@@ -87,7 +87,7 @@ def test_url_equals_base64_answer(by_transport: dict[str, tuple[Any, int, str]])
 @check(
     "tokens.stream_equals_nonstream",
     severity="MUST",
-    clause="tokens.invariants",
+    clause="tokens.stable",
 )
 def test_stream_equals_nonstream(api: Session, by_transport: dict[str, tuple[Any, int, str]]) -> None:
     if not api.profile.include_usage_supported:

@@ -63,7 +63,7 @@ def test_content_type(answer: tuple[Any, Any, float, float]) -> None:
 @check(
     "response.schema",
     severity="MUST",
-    clause="response.fields",
+    clause="response.shape",
 )
 def test_schema(api: Session, answer: tuple[Any, Any, float, float]) -> None:
     ex, body, _, _ = answer
@@ -144,7 +144,7 @@ def test_strict_spec(api: Session, answer: tuple[Any, Any, float, float]) -> Non
     expect_schema("response-strict", body, ex, api.profile)
 
 
-@check("response.cap_respected", severity="MUST", clause="response.usage")
+@check("response.cap_respected", severity="MUST", clause="response.cap")
 def test_cap_respected(api: Session) -> None:
     cap = 5
     ex = api.chat(api.vision_body([IMAGE], LONG_PROMPT, max_tokens=cap))

@@ -116,7 +116,7 @@ def test_valid_json(plain: Stream, with_usage: Stream) -> None:
 @check(
     "stream.chunk_schema",
     severity="MUST",
-    clause="stream.chunks",
+    clause="stream.chunk",
 )
 def test_chunk_schema(api: Session, plain: Stream, with_usage: Stream) -> None:
     streams = _streams(plain, with_usage)
@@ -127,12 +127,12 @@ def test_chunk_schema(api: Session, plain: Stream, with_usage: Stream) -> None:
             expect_schema("chunk", chunk, ex, api.profile)
 
 
-@check("stream.same_id", severity="MUST", clause="stream.chunks")
+@check("stream.same_id", severity="MUST", clause="stream.same_id")
 def test_same_id(plain: Stream, with_usage: Stream) -> None:
     _judge_codes(_streams(plain, with_usage), ("id_changed",), "the chunk id changes within one stream")
 
 
-@check("stream.same_model", severity="MUST", clause="stream.chunks")
+@check("stream.same_model", severity="MUST", clause="stream.same_id")
 def test_same_model(plain: Stream, with_usage: Stream) -> None:
     _judge_codes(_streams(plain, with_usage), ("model_changed",), "the chunk model changes within one stream")
 
@@ -140,7 +140,7 @@ def test_same_model(plain: Stream, with_usage: Stream) -> None:
 @check(
     "stream.first_delta_role",
     severity="MUST",
-    clause="stream.role",
+    clause="stream.roles",
 )
 def test_first_delta_role(plain: Stream, with_usage: Stream) -> None:
     _judge_codes(
@@ -148,7 +148,7 @@ def test_first_delta_role(plain: Stream, with_usage: Stream) -> None:
     )
 
 
-@check("stream.later_role_not_empty", severity="MUST", clause="stream.role")
+@check("stream.later_role_not_empty", severity="MUST", clause="stream.roles")
 def test_later_role_not_empty(plain: Stream, with_usage: Stream) -> None:
     _judge_codes(_streams(plain, with_usage), ("role_empty",), "a later delta has an empty role")
 
@@ -324,7 +324,7 @@ def test_incremental(api: Session) -> None:
 @check(
     "stream.error_plain_json",
     severity="MUST",
-    clause="stream.request_error",
+    clause="stream.errors",
 )
 def test_error_plain_json(api: Session) -> None:
     cases = [
@@ -358,7 +358,7 @@ def test_error_plain_json(api: Session) -> None:
 @check(
     "stream.error_event_last",
     severity="MUST",
-    clause="stream.midstream_error",
+    clause="stream.error_event",
 )
 def test_error_event_last(plain: Stream, with_usage: Stream) -> None:
     streams = [s for s in _streams(plain, with_usage) if s[1].error is not None]
@@ -394,7 +394,7 @@ def _stream_kind(ex: Any) -> str:
     return "a complete 200 event stream with an answer (the bad image was not refused)"
 
 
-@check("stream.bad_image_plain_json", severity="MUST", clause="stream.request_error")
+@check("stream.bad_image_plain_json", severity="MUST", clause="stream.errors")
 def test_bad_image_plain_json(api: Session) -> None:
     body = api.vision_body(["jpeg-truncated"], PROMPT, stream=True, max_tokens=8)
     ex = api.chat(body, timeout=15.0, allow_transport_error=True)

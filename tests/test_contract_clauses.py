@@ -1,9 +1,9 @@
 """Every check cites a clause of the contract the repository ships (conformance/CONTRACT.md).
 
 A report's ``clause`` is only worth something if a user can look it up: each ``@check(clause=...)`` in
-``conformance/test_*.py`` and each break of ``tests/faulty_targets`` must name a clause id that is a
-``###`` heading of conformance/CONTRACT.md, and nothing in the suite may point at a contract or design
-file outside the repository.
+``conformance/test_*.py``, each invariant of ``eyechart.invariants`` and each break of
+``tests/faulty_targets`` must name a clause id that is a ``###`` heading of conformance/CONTRACT.md,
+and nothing in the suite may point at a contract or design file outside the repository.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 
 from faulty_targets import BREAKS, LEGAL_VARIANTS
+
+from eyechart import invariants
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = ROOT / "conformance" / "CONTRACT.md"
@@ -59,6 +61,15 @@ def test_every_break_names_a_clause_of_the_contract() -> None:
     known = set(contract_clauses())
     unknown = {b.name: b.clause for b in {**BREAKS, **LEGAL_VARIANTS}.values() if b.clause not in known}
     assert not unknown, f"breaks naming a clause CONTRACT.md does not define: {unknown}"
+
+
+def test_every_invariant_cites_a_clause_of_the_contract() -> None:
+    """The invariants judged on every exchange (and on a sample under load) cite the same clauses."""
+    rows = invariants.describe()
+    assert rows
+    known = set(contract_clauses())
+    unknown = {r["id"]: r["clause"] for r in rows if r["clause"] not in known}
+    assert not unknown, f"invariants citing a clause CONTRACT.md does not define: {unknown}"
 
 
 def test_the_suite_points_at_no_file_outside_the_repository() -> None:

@@ -1,4 +1,4 @@
-"""CONTRACT.md section 5, capability probes: does the model really see?
+"""Capability probes (conformance/CONTRACT.md, ``images.capability``): does the model really see?
 
 They judge the model, not the protocol (test servers run random or tiny models), so their severity is
 the profile's ``capability_severity`` (SHOULD by default; a production model's profile may raise it to
@@ -36,7 +36,7 @@ def _answer(api: Session, images: list[str], prompt: str) -> tuple[Any, str]:
 @check(
     "capability.colours",
     severity=lambda p: p.capability_severity,
-    clause="5. A model that really sees names the colours of two solid squares",
+    clause="images.capability",
 )
 def test_colours(api: Session) -> None:
     squares = ["colour-red", "colour-blue"]
@@ -58,7 +58,7 @@ def test_colours(api: Session) -> None:
 @check(
     "capability.ocr",
     severity=lambda p: p.capability_severity,
-    clause="5. A model that really sees reads the text of a rendered document (the invoice number)",
+    clause="images.capability",
 )
 def test_ocr(api: Session) -> None:
     ex, text = _answer(api, ["doc-invoice"], "Read the text of this invoice. What is the invoice number?")

@@ -1,4 +1,5 @@
-"""CONTRACT.md section 8: image-token invariants within one server, and exact counts for pinned models.
+"""Image tokens (conformance/CONTRACT.md, ``tokens.*``): invariants within one server, exact counts
+for pinned models.
 
 Invariants hold for any model: the same bytes by URL and by base64 cost the same ``prompt_tokens``
 (MUST) and get the same deterministic answer (SHOULD); streamed and unstreamed requests count the
@@ -52,7 +53,7 @@ def by_transport(api: Session) -> dict[str, tuple[Any, int, str]]:
 @check(
     "tokens.url_equals_base64",
     severity="MUST",
-    clause="5/8. The same bytes by URL and by base64 give the same prompt_tokens",
+    clause="tokens.invariants",
 )
 def test_url_equals_base64(by_transport: dict[str, tuple[Any, int, str]]) -> None:
     url_ex, url_tokens, _ = by_transport["url"]
@@ -69,7 +70,7 @@ def test_url_equals_base64(by_transport: dict[str, tuple[Any, int, str]]) -> Non
 @check(
     "tokens.url_equals_base64_answer",
     severity="SHOULD",
-    clause="5. The same bytes by URL and by base64 get the same answer for a deterministic request",
+    clause="tokens.invariants",
 )
 def test_url_equals_base64_answer(by_transport: dict[str, tuple[Any, int, str]]) -> None:
     url_ex, _, url_text = by_transport["url"]
@@ -86,7 +87,7 @@ def test_url_equals_base64_answer(by_transport: dict[str, tuple[Any, int, str]])
 @check(
     "tokens.stream_equals_nonstream",
     severity="MUST",
-    clause="4/8. Streamed and unstreamed requests count the same prompt_tokens",
+    clause="tokens.stable",
 )
 def test_stream_equals_nonstream(api: Session, by_transport: dict[str, tuple[Any, int, str]]) -> None:
     if not api.profile.include_usage_supported:
@@ -108,7 +109,7 @@ def _image_uri(width: int, height: int) -> str:
 @check(
     "tokens.bigger_image_no_fewer",
     severity="MUST",
-    clause="8. A bigger image costs no fewer tokens (until the rescale cap)",
+    clause="tokens.invariants",
 )
 def test_bigger_image_no_fewer(api: Session) -> None:
     previous: tuple[int, int] | None = None
@@ -180,7 +181,7 @@ RULES = {
 @check(
     "tokens.formula",
     severity="MUST",
-    clause="8. Exact image token counts for a profile that pins a model (token_rule)",
+    clause="tokens.rules",
 )
 def test_formula(api: Session) -> None:
     rule = api.profile.token_rule

@@ -1,4 +1,4 @@
-"""CONTRACT.md section 6: errors.
+"""Errors (conformance/CONTRACT.md, ``errors.*``).
 
 Each client mistake is sent once (``mistakes`` caches the exchanges) and judged by several checks:
 4xx never 5xx with an ``error`` object (MUST), the exact status the contract names (SHOULD, since a
@@ -8,14 +8,19 @@ stack traces or internal paths (SHOULD).
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from eyechart.conform.checks import check, expect, expect_schema, fail, skip
 from eyechart.conform.session import Session, expect_refusal, json_of
+from eyechart.images import fixtures
 
 # case -> (what it is, the body, the statuses the contract names)
 Body = Callable[[Session], Any]
@@ -26,7 +31,11 @@ CASES: dict[str, tuple[str, Body, tuple[int, ...]]] = {
         (404, 400),
     ),
     "empty_messages": ("an empty messages list", lambda a: {**a.text_body(), "messages": []}, (400,)),
-    "missing_messages": ("a request without messages", lambda a: {"model": a.model}, (400,)),
+    "missing_messages": (
+        "a request without messages",
+        lambda a: {"model": a.model, a.profile.max_tokens_param: 8},  # a lenient server must not run long
+        (400,),
+    ),
     "empty_content": (
         "an empty content list",
         lambda a: a.body([{"role": "user", "content": []}]),
@@ -85,7 +94,7 @@ def _all(api: Session, mistakes: dict[str, Any]) -> list[tuple[str, Any]]:
 @check(
     "errors.client_mistake.{case}",
     severity="MUST",
-    clause="6. Client mistakes are 4xx, never 5xx, with an error object carrying a message",
+    clause="errors.client_mistakes",
 )
 def test_client_mistake(api: Session, mistakes: dict[str, Any], case: str) -> None:
     what, _, _ = CASES[case]
@@ -96,7 +105,7 @@ def test_client_mistake(api: Session, mistakes: dict[str, Any], case: str) -> No
 @check(
     "errors.status.{case}",
     severity="SHOULD",
-    clause="6. Unknown model → 404 (or 400); empty messages/content, bare-string image_url → 400",
+    clause="errors.client_mistakes",
 )
 def test_exact_status(api: Session, mistakes: dict[str, Any], case: str) -> None:
     what, _, statuses = CASES[case]
@@ -115,7 +124,7 @@ def test_exact_status(api: Session, mistakes: dict[str, Any], case: str) -> None
 @check(
     "errors.envelope_fields",
     severity="SHOULD",
-    clause="6. The error object has all four keys: message, type, param, code",
+    clause="errors.envelope",
 )
 def test_envelope_fields(api: Session, mistakes: dict[str, Any]) -> None:
     judged = 0
@@ -135,7 +144,7 @@ def test_envelope_fields(api: Session, mistakes: dict[str, Any]) -> None:
 @check(
     "errors.code_string",
     severity="SHOULD",
-    clause="6. error.code is a string or null; a numeric code is a finding",
+    clause="errors.envelope",
 )
 def test_code_string(api: Session, mistakes: dict[str, Any]) -> None:
     for _case, ex in _all(api, mistakes):
@@ -156,9 +165,7 @@ def test_code_string(api: Session, mistakes: dict[str, Any]) -> None:
             )
 
 
-@check(
-    "errors.no_internals", severity="SHOULD", clause="6. No stack traces or internal paths in error messages"
-)
+@check("errors.no_internals", severity="SHOULD", clause="errors.no_internals")
 def test_no_internals(api: Session, mistakes: dict[str, Any]) -> None:
     for _case, ex in _all(api, mistakes):
         text = (ex.body or b"")[:65536].decode("utf-8", "replace")
@@ -171,3 +178,77 @@ def test_no_internals(api: Session, mistakes: dict[str, Any]) -> None:
                     expected="a message for the client",
                     got=found.group(0)[:200],
                 )
+
+
+# ---------------------------------------------------------------------------------------------- content parts
+
+PARTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "no_image_url": ("an image_url part without its image_url object", {"type": "image_url"}),
+    "unknown_type": (
+        "a content part of an unknown type",
+        {"type": "eyechart_unknown", "eyechart_unknown": {"data": "x"}},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(PARTS))
+@check("errors.content_part.{case}", severity="MUST", clause="errors.content_parts")
+def test_content_part(api: Session, case: str) -> None:
+    what, part = PARTS[case]
+    body = api.body(
+        [{"role": "user", "content": [{"type": "text", "text": "Describe it."}, part]}], max_tokens=8
+    )
+    expect_refusal(
+        api.chat(body, valid=False),
+        what,
+        api.profile,
+        if_200="got 200: the part was silently dropped instead of refused",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- image URLs
+
+
+@pytest.fixture(scope="module")
+def local_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real PNG on this host: a target running here that reads local files answers about it."""
+    path = tmp_path_factory.mktemp("local-image") / "eyechart-local.png"
+    path.write_bytes(fixtures.get("png-rgb").data())
+    return path
+
+
+def _on_this_host(api: Session) -> bool:
+    host = urlsplit(api.base_url).hostname or ""
+    try:
+        return api.embedded or host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _not_a_url(form: str, path: Path) -> str:
+    if form == "bare_path":
+        return str(path)
+    if form == "file_url":
+        return path.as_uri()
+    return base64.b64encode(path.read_bytes()).decode()  # raw_base64
+
+
+@pytest.mark.parametrize("form", ["bare_path", "raw_base64", "file_url"])
+@check("errors.image_url.{form}", severity="MUST", clause="errors.image_url")
+def test_image_url_not_a_url(api: Session, form: str, local_image: Path) -> None:
+    url = _not_a_url(form, local_image)
+    what = f"an image url that is {form.replace('_', ' ')} ({url[:60]})"
+    part = {"type": "image_url", "image_url": {"url": url}}
+    body = api.body(
+        [{"role": "user", "content": [{"type": "text", "text": "Describe it."}, part]}], max_tokens=8
+    )
+    ex = api.chat(body, valid=False)
+    if ex.status == 200:
+        if form == "raw_base64":
+            why = "it decoded raw base64 as an image, where a data: URI is required"
+        elif _on_this_host(api):
+            why = f"it read the local file {local_image} (the target runs on this host) and answered about it"
+        else:
+            why = "a local file read cannot be proven for a remote target, but the URL was not refused"
+        fail(f"{what} got 200: {why}", exchange=ex, expected="400 with an error body", got=200)
+    expect_refusal(ex, what, api.profile)

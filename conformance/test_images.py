@@ -1,4 +1,5 @@
-"""CONTRACT.md section 5: images — transports, formats, modes, data-URI variants, bad images, counting.
+"""Images (conformance/CONTRACT.md, ``images.*``): transports, formats, modes, data-URI variants,
+bad images, counting.
 
 Formats come from the profile (``formats``): each accepted format must get 200, every other known
 format a 4xx with an error body. The format is judged from the bytes: PNG labelled ``image/jpeg`` may
@@ -149,12 +150,12 @@ def _used(api: Session, cache: dict[tuple[str, ...], tuple[Any, int]], ex: Any, 
 # ---------------------------------------------------------------------------------------------- transports
 
 
-@check("images.transport.url", severity="MUST", clause="5. Images by http(s) URL")
+@check("images.transport.url", severity="MUST", clause="images.transport")
 def test_transport_url(api: Session) -> None:
     _ok(_send(api, ["png-rgb"], url=True), "an image by URL")
 
 
-@check("images.transport.base64", severity="MUST", clause="5. Images by base64 data URI")
+@check("images.transport.base64", severity="MUST", clause="images.transport")
 def test_transport_base64(api: Session) -> None:
     _ok(_send(api, ["png-rgb"]), "an image as a base64 data URI")
 
@@ -165,7 +166,7 @@ def test_transport_base64(api: Session) -> None:
 @check(
     "images.format_accepted.{accepted_fmt}",
     severity="MUST",
-    clause="5. Formats (profile; default JPEG, PNG, WebP) are accepted",
+    clause="images.formats",
 )
 def test_format_accepted(
     api: Session, accepted_fmt: str, tokens_of: dict[tuple[str, ...], tuple[Any, int]]
@@ -179,8 +180,7 @@ def test_format_accepted(
 @check(
     "images.format_refused.{refused_fmt}",
     severity="MUST",
-    clause="5. Any format outside the profile's (GIF, BMP, TIFF, SVG, AVIF, HTML, text) → 4xx"
-    " with an error body",
+    clause="images.formats",
 )
 def test_format_refused(api: Session, refused_fmt: str) -> None:
     name = FORMAT_FIXTURES[refused_fmt]
@@ -193,13 +193,13 @@ def test_format_refused(api: Session, refused_fmt: str) -> None:
 @check(
     "images.mislabelled_png_as_jpeg",
     severity="MUST",
-    clause="5. PNG bytes labelled image/jpeg: accepted as PNG or refused with 4xx, never 5xx",
+    clause="images.formats",
 )
 def test_png_as_jpeg(api: Session) -> None:
     _ok_or_refused(api, _send(api, [api.data_uri("png-rgb", "image/jpeg")]), "PNG bytes labelled image/jpeg")
 
 
-@check("images.mislabelled_gif_as_png", severity="MUST", clause="5. GIF bytes labelled image/png are refused")
+@check("images.mislabelled_gif_as_png", severity="MUST", clause="images.formats")
 def test_gif_as_png(api: Session) -> None:
     if "gif" in api.profile.formats:
         skip(f"profile {api.profile.name} accepts GIF")
@@ -223,8 +223,7 @@ def _mode(api: Session, name: str, tokens_of: dict[tuple[str, ...], tuple[Any, i
 @check(
     "images.mode.{name}",
     severity="MUST",
-    clause="5. RGB/grayscale JPEG, palette/RGBA PNG, lossy/lossless WebP, EXIF-rotated JPEG,"
-    " 1×1 and 27×300 must work",
+    clause="images.modes",
 )
 def test_mode_must(api: Session, name: str, tokens_of: dict[tuple[str, ...], tuple[Any, int]]) -> None:
     _mode(api, name, tokens_of)
@@ -234,7 +233,7 @@ def test_mode_must(api: Session, name: str, tokens_of: dict[tuple[str, ...], tup
 @check(
     "images.mode.{name}",
     severity="SHOULD",
-    clause="5. Less common encodings (CMYK JPEG, 16-bit PNG, progressive JPEG) should work",
+    clause="images.modes",
 )
 def test_mode_should(api: Session, name: str, tokens_of: dict[tuple[str, ...], tuple[Any, int]]) -> None:
     _mode(api, name, tokens_of)
@@ -243,7 +242,7 @@ def test_mode_should(api: Session, name: str, tokens_of: dict[tuple[str, ...], t
 @check(
     "images.large_side",
     severity="MUST",
-    clause="5. Very large sides (10000×10000): rescaled, or a clean 4xx — never 5xx",
+    clause="images.modes",
 )
 def test_large_side(api: Session) -> None:
     _ok_or_refused(api, _send(api, ["size-10000x10000"], timeout=LARGE_TIMEOUT), "a 10000×10000 image")
@@ -252,7 +251,7 @@ def test_large_side(api: Session) -> None:
 @check(
     "images.extreme_aspect",
     severity="MUST",
-    clause="5. An extreme aspect ratio (4000×20): 200 or a clean 4xx — never 5xx",
+    clause="images.modes",
 )
 def test_extreme_aspect(api: Session) -> None:
     _ok_or_refused(api, _send(api, ["size-4000x20"]), "a 4000×20 image")
@@ -287,13 +286,13 @@ def _variant_uri(variant: str) -> str:
 @check(
     "images.datauri_variant.{variant}",
     severity="MUST",
-    clause="5. Data-URI variants (image/jpg, ;charset=, unpadded base64, line breaks): 200 or 4xx, never 5xx",
+    clause="images.data_uri",
 )
 def test_datauri_variant(api: Session, variant: str) -> None:
     _ok_or_refused(api, _send(api, [_variant_uri(variant)]), f"a data URI with {variant.replace('_', ' ')}")
 
 
-@check("images.invalid_base64", severity="MUST", clause="5. Invalid base64 → 4xx")
+@check("images.invalid_base64", severity="MUST", clause="images.data_uri")
 def test_invalid_base64(api: Session) -> None:
     payload = base64.b64encode(fixtures.get("png-rgb").data()[:300]).decode()
     uri = "data:image/png;base64,!!" + payload[2:100] + "*** not base64 ***"
@@ -303,7 +302,7 @@ def test_invalid_base64(api: Session) -> None:
 @check(
     "images.empty_datauri",
     severity="MUST",
-    clause="5. An empty data URI → 4xx, never 5xx nor an invented answer",
+    clause="images.data_uri",
 )
 def test_empty_datauri(api: Session) -> None:
     _refused(api, _send(api, ["data:image/png;base64,"], valid=False), "an empty data URI")
@@ -312,7 +311,7 @@ def test_empty_datauri(api: Session) -> None:
 @check(
     "images.truncated_jpeg",
     severity="MUST",
-    clause="5. A truncated JPEG → 4xx, never 5xx nor an invented answer",
+    clause="images.bad_input",
 )
 def test_truncated_jpeg(api: Session) -> None:
     _refused(api, _send(api, ["jpeg-truncated"]), "a truncated JPEG")
@@ -321,12 +320,12 @@ def test_truncated_jpeg(api: Session) -> None:
 # ---------------------------------------------------------------------------------------------- bad URLs
 
 
-@check("images.url_404", severity="MUST", clause="5. A URL that answers 404 → 4xx")
+@check("images.url_404", severity="MUST", clause="images.bad_input")
 def test_url_404(api: Session) -> None:
     _refused(api, _send(api, [api.fixtures.url("/404")]), "an image URL that answers 404")
 
 
-@check("images.url_html", severity="MUST", clause="5. A URL that returns HTML (labelled image/png) → 4xx")
+@check("images.url_html", severity="MUST", clause="images.bad_input")
 def test_url_html(api: Session) -> None:
     _refused(api, _send(api, [api.fixtures.url("/html-as-png")]), "an image URL that returns an HTML page")
 
@@ -338,7 +337,7 @@ def _closed_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-@check("images.url_unreachable", severity="MUST", clause="5. An unreachable URL → 4xx")
+@check("images.url_unreachable", severity="MUST", clause="images.bad_input")
 def test_url_unreachable(api: Session) -> None:
     host = urlsplit(api.fixtures.base_url).hostname or "127.0.0.1"
     try:
@@ -359,8 +358,7 @@ def test_url_unreachable(api: Session) -> None:
 @check(
     "images.detail",
     severity="MUST",
-    clause="5. detail (profile): unsupported → ignored (200, same prompt_tokens) or refused with 4xx,"
-    " never 5xx",
+    clause="images.detail",
 )
 def test_detail(api: Session, tokens_of: dict[tuple[str, ...], tuple[Any, int]]) -> None:
     results = {}
@@ -397,12 +395,12 @@ def test_detail(api: Session, tokens_of: dict[tuple[str, ...], tuple[Any, int]])
 # ------------------------------------------------------------------------------------ several images
 
 
-@check("images.multi_image", severity="MUST", clause="5. Several images in one message work")
+@check("images.multi_image", severity="MUST", clause="images.counting")
 def test_multi_image(api: Session, tokens_of: dict[tuple[str, ...], tuple[Any, int]]) -> None:
     _count(api, tokens_of, ("colour-red", "colour-blue"))
 
 
-@check("images.multi_turn", severity="MUST", clause="5. Images spread over several turns: all are used")
+@check("images.multi_turn", severity="MUST", clause="images.counting")
 def test_multi_turn(api: Session) -> None:
     def convo(first_image: bool) -> dict[str, Any]:
         first: list[dict[str, Any]] = [{"type": "text", "text": "What colour is this?"}]
@@ -434,7 +432,7 @@ def test_multi_turn(api: Session) -> None:
 @check(
     "images.image_counts",
     severity="MUST",
-    clause="5. An image request has more prompt_tokens than the same request without it",
+    clause="images.counting",
 )
 def test_image_counts(api: Session, tokens_of: dict[tuple[str, ...], tuple[Any, int]]) -> None:
     ex, with_image = _count(api, tokens_of, ("colour-red",))
@@ -455,7 +453,7 @@ def test_image_counts(api: Session, tokens_of: dict[tuple[str, ...], tuple[Any, 
         )
 
 
-@check("images.more_images_more_tokens", severity="MUST", clause="5. Two images count more than one")
+@check("images.more_images_more_tokens", severity="MUST", clause="images.counting")
 def test_more_images(api: Session, tokens_of: dict[tuple[str, ...], tuple[Any, int]]) -> None:
     ex, two = _count(api, tokens_of, ("colour-red", "colour-blue"))
     _, one = _count(api, tokens_of, ("colour-red",))
@@ -471,7 +469,7 @@ def test_more_images(api: Session, tokens_of: dict[tuple[str, ...], tuple[Any, i
 @check(
     "images.same_image_twice",
     severity="SHOULD",
-    clause="5. The same image twice counts twice (a server may cache)",
+    clause="images.counting",
 )
 def test_same_image_twice(api: Session, tokens_of: dict[tuple[str, ...], tuple[Any, int]]) -> None:
     ex, twice = _count(api, tokens_of, ("colour-red", "colour-red"))

@@ -1,4 +1,5 @@
-"""CONTRACT.md section 5, limits: image byte size, image count, context length (all profile knobs).
+"""Limits (conformance/CONTRACT.md, ``limits.*``): image byte size, image count, context length
+(all profile knobs).
 
 Size is judged on the decoded bytes, with images of an exact byte size (a valid 64×64 picture padded
 by a chunk decoders skip, so only the byte count matters). A profile with two limits (the documents'
@@ -42,7 +43,7 @@ def _send(api: Session, uri: str) -> Any:
 @check(
     "limits.size_accept",
     severity="MUST",
-    clause="5. An image up to the size limit (profile: 20,000,000 decoded bytes) is accepted",
+    clause="limits.size",
 )
 def test_size_accept(api: Session) -> None:
     n, _ = _sizes(api)
@@ -59,8 +60,7 @@ def test_size_accept(api: Session) -> None:
 @check(
     "limits.size_refuse",
     severity="MUST",
-    clause="5. An image over the size limit (profile: more than 20,971,520 decoded bytes) → 400 or 413"
-    " with an error body",
+    clause="limits.size",
 )
 def test_size_refuse(api: Session) -> None:
     _, n = _sizes(api)
@@ -73,7 +73,7 @@ def test_size_refuse(api: Session) -> None:
 @check(
     "limits.too_many_images",
     severity="MUST",
-    clause="5. Too many images for the model (profile) → 4xx, and the server keeps serving",
+    clause="limits.image_count",
 )
 def test_too_many_images(api: Session) -> None:
     limit = api.profile.max_images
@@ -96,7 +96,7 @@ def test_too_many_images(api: Session) -> None:
 @check(
     "limits.context_length",
     severity="MUST",
-    clause="5. Image + text over the context length (profile) → 4xx with a clear message",
+    clause="limits.context",
 )
 def test_context_length(api: Session) -> None:
     ctx = api.profile.context_length

@@ -1,4 +1,4 @@
-"""CONTRACT.md section 4: streaming (``"stream": true``).
+"""Streaming, ``"stream": true`` (conformance/CONTRACT.md, ``stream.*``).
 
 Three streams are read once by the strict SSE reader and judged by several checks: ``plain`` (a
 deterministic request without ``include_usage``), ``with_usage`` (the same with ``include_usage``) and,
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from eyechart.conform.checks import check, expect, expect_schema, fail, skip
-from eyechart.conform.session import Session, first_choice, json_of, media_type
+from eyechart.conform.session import Session, expect_refusal, first_choice, json_of, media_type
 from eyechart.wire.sse import StreamAnalysis, chunk_findings, read_events
 
 IMAGE = "png-rgb"
@@ -73,7 +73,7 @@ def _judge_codes(streams: list[Stream], codes: tuple[str, ...], message: str) ->
                 fail(f"{message}: {finding.message}", exchange=ex, got=str(finding))
 
 
-@check("stream.content_type", severity="MUST", clause="4. 200, Content-Type: text/event-stream")
+@check("stream.content_type", severity="MUST", clause="stream.content_type")
 def test_content_type(plain: Stream) -> None:
     ex, _ = plain
     _ok_stream(ex, "a streamed request")
@@ -89,7 +89,7 @@ def test_content_type(plain: Stream) -> None:
 @check(
     "stream.done_sentinel",
     severity="MUST",
-    clause="4. The last event is data: [DONE], then the body ends; a stream that closes without [DONE] fails",
+    clause="stream.done",
 )
 def test_done_sentinel(plain: Stream, with_usage: Stream) -> None:
     _judge_codes(
@@ -99,14 +99,12 @@ def test_done_sentinel(plain: Stream, with_usage: Stream) -> None:
     )
 
 
-@check("stream.nothing_after_done", severity="MUST", clause="4. Nothing after [DONE]")
+@check("stream.nothing_after_done", severity="MUST", clause="stream.done")
 def test_nothing_after_done(plain: Stream, with_usage: Stream) -> None:
     _judge_codes(_streams(plain, with_usage), ("data_after_done",), "an event came after [DONE]")
 
 
-@check(
-    "stream.valid_json", severity="MUST", clause="4. Each event carries data: <json> (UTF-8, a JSON object)"
-)
+@check("stream.valid_json", severity="MUST", clause="stream.events")
 def test_valid_json(plain: Stream, with_usage: Stream) -> None:
     _judge_codes(
         _streams(plain, with_usage),
@@ -118,8 +116,7 @@ def test_valid_json(plain: Stream, with_usage: Stream) -> None:
 @check(
     "stream.chunk_schema",
     severity="MUST",
-    clause="4. Every chunk: object chat.completion.chunk, id, model, integer created,"
-    " choices[index, delta, finish_reason]",
+    clause="stream.chunk",
 )
 def test_chunk_schema(api: Session, plain: Stream, with_usage: Stream) -> None:
     streams = _streams(plain, with_usage)
@@ -130,12 +127,12 @@ def test_chunk_schema(api: Session, plain: Stream, with_usage: Stream) -> None:
             expect_schema("chunk", chunk, ex, api.profile)
 
 
-@check("stream.same_id", severity="MUST", clause="4. The same id in all chunks")
+@check("stream.same_id", severity="MUST", clause="stream.same_id")
 def test_same_id(plain: Stream, with_usage: Stream) -> None:
     _judge_codes(_streams(plain, with_usage), ("id_changed",), "the chunk id changes within one stream")
 
 
-@check("stream.same_model", severity="MUST", clause="4. The same model in all chunks")
+@check("stream.same_model", severity="MUST", clause="stream.same_id")
 def test_same_model(plain: Stream, with_usage: Stream) -> None:
     _judge_codes(_streams(plain, with_usage), ("model_changed",), "the chunk model changes within one stream")
 
@@ -143,7 +140,7 @@ def test_same_model(plain: Stream, with_usage: Stream) -> None:
 @check(
     "stream.first_delta_role",
     severity="MUST",
-    clause='4. The first delta of each choice carries "role": "assistant"',
+    clause="stream.roles",
 )
 def test_first_delta_role(plain: Stream, with_usage: Stream) -> None:
     _judge_codes(
@@ -151,14 +148,12 @@ def test_first_delta_role(plain: Stream, with_usage: Stream) -> None:
     )
 
 
-@check(
-    "stream.later_role_not_empty", severity="MUST", clause="4. A later role, if any, is never empty or null"
-)
+@check("stream.later_role_not_empty", severity="MUST", clause="stream.roles")
 def test_later_role_not_empty(plain: Stream, with_usage: Stream) -> None:
     _judge_codes(_streams(plain, with_usage), ("role_empty",), "a later delta has an empty role")
 
 
-@check("stream.one_finish_reason", severity="MUST", clause="4. Exactly one non-null finish_reason per choice")
+@check("stream.one_finish_reason", severity="MUST", clause="stream.finish_reason")
 def test_one_finish_reason(plain: Stream, with_usage: Stream) -> None:
     _judge_codes(
         _streams(plain, with_usage),
@@ -170,7 +165,7 @@ def test_one_finish_reason(plain: Stream, with_usage: Stream) -> None:
 @check(
     "stream.finish_reason_matches",
     severity="MUST",
-    clause="4. The finish_reason equals what the same request gets unstreamed",
+    clause="stream.finish_reason",
 )
 def test_finish_reason_matches(plain: Stream, unstreamed: tuple[Any, Any]) -> None:
     ex, an = plain
@@ -191,7 +186,7 @@ def test_finish_reason_matches(plain: Stream, unstreamed: tuple[Any, Any]) -> No
 @check(
     "stream.content_matches",
     severity="SHOULD",
-    clause="4. Content joined from the deltas equals the non-streamed content (temperature 0, seed)",
+    clause="stream.content",
 )
 def test_content_matches(plain: Stream, unstreamed: tuple[Any, Any]) -> None:
     ex, an = plain
@@ -210,8 +205,7 @@ def test_content_matches(plain: Stream, unstreamed: tuple[Any, Any]) -> None:
 @check(
     "stream.usage_chunk",
     severity="MUST",
-    clause='4. include_usage → exactly one chunk with "choices": [] and usage, just before [DONE];'
-    " usage absent or null elsewhere",
+    clause="stream.usage",
 )
 def test_usage_chunk(api: Session, with_usage: Stream) -> None:
     if not api.profile.include_usage_supported:
@@ -234,8 +228,7 @@ def test_usage_chunk(api: Session, with_usage: Stream) -> None:
 @check(
     "stream.usage_matches",
     severity="MUST",
-    clause="4. The usage chunk's completion_tokens matches what was streamed;"
-    " its prompt_tokens equals the unstreamed value",
+    clause="stream.usage",
 )
 def test_usage_matches(api: Session, with_usage: Stream, unstreamed: tuple[Any, Any]) -> None:
     if not api.profile.include_usage_supported:
@@ -289,7 +282,7 @@ def test_usage_matches(api: Session, with_usage: Stream, unstreamed: tuple[Any, 
         )
 
 
-@check("stream.no_unasked_usage", severity="MUST", clause="4. Without include_usage, no usage-only chunk")
+@check("stream.no_unasked_usage", severity="MUST", clause="stream.usage")
 def test_no_unasked_usage(plain: Stream) -> None:
     ex, an = plain
     _ok_stream(ex, "a streamed request")
@@ -306,7 +299,7 @@ def test_no_unasked_usage(plain: Stream) -> None:
 @check(
     "stream.incremental",
     severity=lambda p: p.incremental_streaming,
-    clause="4. For a long answer, the first content arrives well before the last (no buffering proxy)",
+    clause="stream.incremental",
 )
 def test_incremental(api: Session) -> None:
     ex, an = api.stream(_body(api, LONG_PROMPT, LONG_CAP, stream=True))
@@ -331,7 +324,7 @@ def test_incremental(api: Session) -> None:
 @check(
     "stream.error_plain_json",
     severity="MUST",
-    clause="4. A request error with stream: true is a plain JSON error response, not an SSE stream",
+    clause="stream.errors",
 )
 def test_error_plain_json(api: Session) -> None:
     cases = [
@@ -365,7 +358,7 @@ def test_error_plain_json(api: Session) -> None:
 @check(
     "stream.error_event_last",
     severity="MUST",
-    clause='4. An error in the middle of a stream is one data: {"error": {...}} event and then the end',
+    clause="stream.error_event",
 )
 def test_error_event_last(plain: Stream, with_usage: Stream) -> None:
     streams = [s for s in _streams(plain, with_usage) if s[1].error is not None]
@@ -377,7 +370,7 @@ def test_error_event_last(plain: Stream, with_usage: Stream) -> None:
 @check(
     "stream.framing",
     severity="INFO",
-    clause="4. Legal WHATWG framing (CR/CRLF, comments, multi-line data, event:/id: fields) is recorded only",
+    clause="stream.framing",
 )
 def test_framing(plain: Stream, with_usage: Stream) -> None:
     streams = _streams(plain, with_usage)
@@ -386,3 +379,37 @@ def test_framing(plain: Stream, with_usage: Stream) -> None:
     notes = sorted({str(n) for _, an in streams for n in an.notes})
     if notes:
         fail("legal but unusual framing: " + "; ".join(notes), exchange=streams[0][0], got=notes)
+
+
+def _stream_kind(ex: Any) -> str:
+    """What a 200 event stream answering a request error holds, in the words of the finding."""
+    events = read_events([ex.body or b""]).events
+    data = [e for e in events if not e.done]
+    if not events:
+        return "an empty 200 event stream"
+    if data and data[0].is_error:
+        return "a 200 event stream holding an error event"
+    if not any(e.done for e in events) or ex.error_class == "timeout":
+        return "an unterminated 200 event stream (no [DONE])"
+    return "a complete 200 event stream with an answer (the bad image was not refused)"
+
+
+@check("stream.bad_image_plain_json", severity="MUST", clause="stream.errors")
+def test_bad_image_plain_json(api: Session) -> None:
+    body = api.vision_body(["jpeg-truncated"], PROMPT, stream=True, max_tokens=8)
+    ex = api.chat(body, timeout=15.0, allow_transport_error=True)
+    if ex.status == 200 and media_type(ex) == "text/event-stream":
+        fail(
+            f"a truncated JPEG with stream: true got {_stream_kind(ex)}",
+            exchange=ex,
+            expected="a 4xx plain JSON error response before any event-stream byte",
+            got=(ex.body or b"")[:200].decode("utf-8", "replace") or "(no body)",
+        )
+    expect(
+        media_type(ex) != "text/event-stream",
+        f"the error for a truncated JPEG with stream: true came as a {ex.status} event stream",
+        exchange=ex,
+        expected="application/json",
+        got=media_type(ex),
+    )
+    expect_refusal(ex, "a truncated JPEG with stream: true", api.profile, if_200="got 200 instead of a 4xx")

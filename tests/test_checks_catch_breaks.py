@@ -1,12 +1,14 @@
 """Each conformance check fails on a server that breaks its clause and passes on one that keeps it.
 
-A check that never fails proves nothing. ``CATCHES`` maps every break of ``faulty_targets.BREAKS`` (but
-the ones ``test_conform_cli.py`` already proves) to the check ids that guard its clause. For each break
-the suite runs in-process (``run_conformance``, restricted with ``only``) against the breaking proxy in
-front of the reference target: each named check must end as a finding (``fail`` for MUST, ``warn`` for
-SHOULD) with a curl reproducer, and no file of the run may hold the API key. Through the clean proxy
-the same checks pass; legal variants (CRLF framing, comments, extra keys...) fail nothing; hostile
-servers end the run within seconds with exit 2 or 1, never a hang, a traceback or unbounded memory.
+A check that never fails proves nothing. Every break of ``faulty_targets.BREAKS`` names the check ids
+that must catch it (``Break.catches``) and how the run is set up to see it (``Break.setup``, one of
+``SETUPS``). Per setup the suite runs once, in-process, against the faithful reference target (through
+a clean proxy): every check some break of that setup names must pass. Per break it runs the named
+checks against the break: each must end as a finding (``fail`` for MUST, ``warn`` for SHOULD/INFO)
+with a curl reproducer, and no file of the run may hold the API key. Every check id of the suite is
+caught by some break, or listed in ``UNBREAKABLE`` with the reason no server behaviour can fail it.
+Legal variants (CRLF framing, comments, extra keys...) fail nothing; hostile servers end the run
+within seconds with exit 2 or 1, never a hang, a traceback or unbounded memory.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ import io
 import json
 import re
 import resource
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from faulty_targets import BREAKS, KINDS, LEGAL_VARIANTS, breaking_proxy, hostile_server
+from faulty_targets.breaks import PUBLIC_FIXTURE_HOST, SETUPS, Setup
+from faulty_targets.proxy import Break
 from rich.console import Console
-from test_conform_cli import BREAK_CASES
 
 from eyechart.conform.checks import CheckFailed
 from eyechart.conform.runner import ConformOptions, ConformOutcome, run_conformance
@@ -31,76 +36,16 @@ from eyechart.conform.session import Session
 from eyechart.profiles import load_profile
 from eyechart.target.launch import RunningTarget, start_target
 
-# break -> the check ids that must report it (breaks proved by test_conform_cli.py are left out)
-CATCHES: dict[str, tuple[str, ...]] = {
-    "stream.no_done": ("stream.done_sentinel",),
-    "stream.data_after_done": ("stream.nothing_after_done",),
-    "stream.invalid_json": ("stream.valid_json",),
-    "stream.id_changes": ("stream.same_id",),
-    "stream.empty_id": ("stream.chunk_schema",),
-    "stream.model_changes": ("stream.same_model",),
-    "stream.object_wrong": ("stream.chunk_schema",),
-    "stream.created_string": ("stream.chunk_schema",),
-    "stream.no_role": ("stream.first_delta_role",),
-    "stream.empty_role_later": ("stream.later_role_not_empty",),
-    "stream.two_finish_reasons": ("stream.one_finish_reason",),
-    "stream.no_finish_reason": ("stream.one_finish_reason",),
-    "stream.finish_differs": ("stream.finish_reason_matches",),
-    "stream.content_differs": ("stream.content_matches",),
-    "stream.buffered": ("stream.incremental",),
-    "stream.json_content_type": ("stream.content_type",),
-    "stream.error_as_sse": ("stream.error_plain_json",),
-    "usage.include_usage_ignored": ("stream.usage_chunk",),
-    "usage.unasked_chunk": ("stream.no_unasked_usage",),
-    "usage.every_chunk": ("stream.usage_chunk",),
-    "usage.chunk_with_choices": ("stream.usage_chunk",),
-    "usage.stream_completion_mismatch": ("stream.usage_matches",),
-    "usage.stream_prompt_mismatch": ("stream.usage_matches", "tokens.stream_equals_nonstream"),
-    "response.object_wrong": ("response.schema",),
-    "response.created_string": ("response.schema",),
-    "response.created_ms": ("response.created_recent",),
-    "response.model_empty": ("response.schema",),
-    "response.role_wrong": ("response.schema",),
-    "response.content_null": ("response.schema",),
-    "finish.eos_token": ("response.schema", "stream.chunk_schema"),
-    "usage.missing": ("response.schema",),
-    "usage.cost_negative": ("response.estimated_cost",),
-    "auth.missing_key_ok": ("auth.missing_key",),
-    "models.404": ("models.list",),
-    "errors.object_error_envelope": ("errors.client_mistake.empty_messages",),
-    "errors.invented_answer": (
-        "errors.client_mistake.empty_messages",
-        "errors.client_mistake.image_url_string",
-        "images.empty_datauri",
-        "images.truncated_jpeg",
-    ),
-    "errors.bad_image_500": ("images.format_refused.gif", "images.truncated_jpeg", "images.url_404"),
-    "images.zero_tokens": ("images.image_counts",),
-    "images.one_token": ("images.image_counts",),
-    "images.url_tokens_differ": ("tokens.url_equals_base64",),
-    "images.webp_dropped": ("images.format_accepted.webp", "images.mode.webp-lossy"),
-    "images.data_uri_variant_500": (
-        "images.datauri_variant.charset",
-        "images.datauri_variant.unpadded",
-        "images.datauri_variant.line_breaks",
-    ),
-    "images.url_unsupported": ("images.transport.url",),
-    "images.non_image_accepted": (
-        "images.format_refused.gif",
-        "images.format_refused.html",
-        "images.mislabelled_gif_as_png",
-        "images.url_html",
-    ),
-    "images.size_not_enforced": ("limits.size_refuse",),
-    "images.size_refused_early": ("limits.size_accept",),
-    "images.tiny_500": ("images.mode.size-1x1", "images.mode.size-27x300"),
-    "images.detail_500": ("images.detail",),
-    "images.bomb_500": ("security.decompression_bomb",),
+ROOT = Path(__file__).resolve().parents[1]
+
+# check id -> why no server behaviour can make it fail (keep this short)
+UNBREAKABLE = {
+    "request.harness_validates": "it judges the harness's own request validation: the bodies it tries "
+    "never leave the harness, so no server behaviour reaches it",
 }
 
-# breaks only a profile with an image count can see: run against a target model that has one
-NEEDS_MAX_IMAGES = {"images.too_many_accepted": ("limits.too_many_images",)}
-PROVED_BY_CLI = {brk for brk, _, _ in BREAK_CASES}
+# every entry with a proof: the breaks, and the legal variants an INFO check records
+PROOFS: dict[str, Break] = {n: b for n, b in {**BREAKS, **LEGAL_VARIANTS}.items() if b.catches}
 
 # legal variants, grouped so each run has one SSE framing (a proxy applies only one) and every variant runs
 LEGAL_GROUPS = [
@@ -111,8 +56,125 @@ LEGAL_GROUPS = [
     ("sse.multiline", "json.extra_keys", "stream.usage_null"),
 ]
 LEGAL_CHECKS = ["stream.*", "response.*", "models.list", "tokens.stream_equals_nonstream"]
+# legal variants that are not framings: each is the faithful form a setup's clean run goes through
+SETUP_VARIANTS = {v for s in SETUPS.values() for v in (*s.always, *s.clean_with)}
 
 HOSTILE_RUN_BOUND_S = 20.0
+
+_COLLECT = """
+import json, sys
+import pytest
+
+class Grab:
+    ids = []
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items):
+        for item in items:
+            mark = item.get_closest_marker("eyechart_check")
+            if mark is not None:
+                cs = getattr(item, "callspec", None)
+                self.ids.append(mark.args[0].resolve_id(dict(cs.params) if cs else {}, cs.id if cs else None))
+
+code = pytest.main(["conformance", "--collect-only", "-q", "-p", "no:cacheprovider"], plugins=[Grab()])
+print("IDS " + json.dumps(Grab.ids))
+"""
+
+
+@pytest.fixture(scope="module")
+def all_check_ids() -> set[str]:
+    """Every check id of the suite under the default profile (collected, not run)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _COLLECT], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("IDS ")), None)
+    assert line is not None, proc.stdout[-2000:] + proc.stderr[-2000:]
+    ids = set(json.loads(line[4:]))
+    assert len(ids) > 120, sorted(ids)
+    return ids
+
+
+def test_every_check_is_caught_by_a_break_or_says_why(all_check_ids: set[str]) -> None:
+    caught = {c for b in PROOFS.values() for c in b.catches}
+    assert not caught - all_check_ids, f"breaks name checks the suite lacks: {sorted(caught - all_check_ids)}"
+    assert not set(UNBREAKABLE) & caught, "a check listed as unbreakable is caught: drop it from the list"
+    assert set(UNBREAKABLE) <= all_check_ids
+    missing = sorted(all_check_ids - caught - set(UNBREAKABLE))
+    assert not missing, f"checks no break proves (add a break naming them in catches=): {missing}"
+    assert len(UNBREAKABLE) <= 3
+
+
+def test_every_break_names_its_setup_and_proof() -> None:
+    for name, b in BREAKS.items():
+        assert b.catches, f"{name} names no check that must catch it"
+        assert b.setup in SETUPS, f"{name}: unknown setup {b.setup!r}"
+        assert b.upstream in ("faithful", "private_fetching"), name
+    for name, b in LEGAL_VARIANTS.items():
+        assert b.setup == "default" and b.upstream == "faithful", name
+    framed = {v for g in LEGAL_GROUPS for v in g}
+    assert framed | SETUP_VARIANTS == set(LEGAL_VARIANTS)
+
+
+# ---------------------------------------------------------------------------------------------- targets
+
+
+@pytest.fixture(scope="module")
+def strict_target() -> Iterator[RunningTarget]:
+    """The reference target as a hosted API runs it: private and loopback image URLs refused."""
+    with start_target(args=("--speed", "20")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def four_image_target() -> Iterator[RunningTarget]:
+    """A target model that refuses more than 4 images and bills 576 tokens per image (LLaVA-1.5)."""
+    args = ("--model-profile", "llava-1.5-7b", "--speed", "20", "--allow-private-urls")
+    with start_target(args=args) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def targets(request: pytest.FixtureRequest, target: RunningTarget) -> dict[tuple[str, str], RunningTarget]:
+    """(setup, upstream) -> the running target; targets other than the session's start on first use."""
+
+    class Lazy(dict[tuple[str, str], RunningTarget]):
+        def __missing__(self, key: tuple[str, str]) -> RunningTarget:
+            setup, upstream = key
+            if upstream == "private_fetching":
+                running = target  # the session target runs with --allow-private-urls
+            elif SETUPS[setup].strict_fetch:
+                running = request.getfixturevalue("strict_target")
+            elif SETUPS[setup].model_profile:
+                running = request.getfixturevalue("four_image_target")
+            else:
+                running = target
+            self[key] = running
+            return running
+
+    return Lazy()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run_setup(
+    setup: Setup,
+    upstream: RunningTarget,
+    variants: list[str],
+    only: list[str],
+    report_dir: Path,
+) -> ConformOutcome:
+    fixture = {}
+    if setup.strict_fetch:  # announced on a public address, served on 127.0.0.1 (fixture.public_front)
+        fixture = {"fixture_host": "127.0.0.1", "fixture_url": f"http://{PUBLIC_FIXTURE_HOST}:{_free_port()}"}
+    exact = [c.replace("[", "[[]") for c in only]  # --only takes globs: "[seed]" is not a character class
+    with breaking_proxy(upstream.base_url, [*setup.always, *variants], api_key=upstream.api_key) as url:
+        return _run(
+            url, upstream.api_key, upstream.model, exact, report_dir, list(setup.overrides), **fixture
+        )
 
 
 def _run(
@@ -122,6 +184,7 @@ def _run(
     only: list[str],
     report_dir: Path,
     overrides: list[str] | None = None,
+    **fixture: str,
 ) -> ConformOutcome:
     opts = ConformOptions(
         base_url=base_url,
@@ -131,6 +194,7 @@ def _run(
         report_dir=report_dir,
         progress=False,
         overrides=overrides or [],
+        **fixture,
     )
     return run_conformance(opts, Console(file=io.StringIO(), width=120))
 
@@ -171,54 +235,29 @@ def _exact_body(repro: str, outcome: ConformOutcome, check_id: str) -> None:
         json.loads(body.read_bytes())
 
 
-@pytest.fixture(scope="module")
-def clean(target: RunningTarget, tmp_path_factory: pytest.TempPathFactory) -> ConformOutcome:
-    """Every mapped check, run once through the clean (transparent) proxy."""
-    only = sorted({c for checks in CATCHES.values() for c in checks})
-    with breaking_proxy(target.base_url, [], api_key=target.api_key) as url:
-        return _run(url, target.api_key, target.model, only, tmp_path_factory.mktemp("clean"))
-
-
-def test_mapped_checks_pass_through_the_clean_proxy(clean: ConformOutcome) -> None:
-    assert clean.run is not None, clean.message
-    results = {r.id: r for r in clean.run.results}
-    wanted = {c for checks in CATCHES.values() for c in checks}
-    assert not wanted - set(results), (
-        f"checks in CATCHES that the suite lacks: {sorted(wanted - set(results))}"
-    )
-    bad = {i: (r.status, r.message[:200]) for i, r in results.items() if r.status != "pass"}
-    assert not bad  # a skip here would make the break test below meaningless
-    assert int(clean.code) == 0
-
-
-@pytest.mark.parametrize("name", sorted(CATCHES))
-def test_break_is_caught(name: str, target: RunningTarget, tmp_path: Path) -> None:
-    checks = CATCHES[name]
-    with breaking_proxy(target.base_url, [name], api_key=target.api_key) as url:
-        outcome = _run(url, target.api_key, target.model, list(checks), tmp_path)
-    _assert_caught(outcome, name, checks, target.api_key)
-
-
-@pytest.fixture(scope="module")
-def four_image_target() -> Iterator[RunningTarget]:
-    """A target model that refuses more than 4 images (the default model states no count)."""
-    args = ("--model-profile", "llava-1.5-7b", "--speed", "20", "--allow-private-urls")
-    with start_target(args=args) as running:
-        yield running
-
-
-def test_too_many_images_accepted_is_caught_when_the_profile_states_a_count(
-    four_image_target: RunningTarget, tmp_path: Path
+@pytest.mark.parametrize("setup", sorted(SETUPS))
+def test_checks_pass_on_the_faithful_target(
+    setup: str, targets: dict[tuple[str, str], RunningTarget], tmp_path: Path
 ) -> None:
-    t = four_image_target
-    ((name, checks),) = NEEDS_MAX_IMAGES.items()
-    set_count = ["max_images=4"]
-    with breaking_proxy(t.base_url, [], api_key=t.api_key) as url:
-        outcome = _run(url, t.api_key, t.model, list(checks), tmp_path / "clean", overrides=set_count)
-    assert outcome.run is not None and [r.status for r in outcome.run.results] == ["pass"]
-    with breaking_proxy(t.base_url, [name], api_key=t.api_key) as url:
-        outcome = _run(url, t.api_key, t.model, list(checks), tmp_path / "broken", overrides=set_count)
-    _assert_caught(outcome, name, checks, t.api_key)
+    """Every check a break of this setup names passes against the faithful target (no skip either:
+    a skip here would make the break's proof meaningless)."""
+    s = SETUPS[setup]
+    only = sorted({c for b in PROOFS.values() if b.setup == setup for c in b.catches})
+    outcome = _run_setup(s, targets[setup, "faithful"], list(s.clean_with), only, tmp_path)
+    assert outcome.run is not None, outcome.message
+    results = {r.id: r for r in outcome.run.results}
+    assert set(only) <= set(results), f"did not run: {sorted(set(only) - set(results))}"
+    bad = {i: (r.status, r.message[:200]) for i, r in results.items() if r.status != "pass"}
+    assert not bad
+    assert int(outcome.code) == 0
+
+
+@pytest.mark.parametrize("name", sorted(PROOFS))
+def test_break_is_caught(name: str, targets: dict[tuple[str, str], RunningTarget], tmp_path: Path) -> None:
+    b = PROOFS[name]
+    upstream = targets[b.setup, b.upstream]
+    outcome = _run_setup(SETUPS[b.setup], upstream, [name], list(b.catches), tmp_path)
+    _assert_caught(outcome, name, b.catches, upstream.api_key)
 
 
 def test_the_wrong_key_reproducer_really_sends_the_wrong_key(target: RunningTarget, tmp_path: Path) -> None:
@@ -307,9 +346,29 @@ def test_hostile_server_fails_each_request_of_a_check_within_its_bound(kind: str
             api.close()
 
 
-def test_every_break_is_proved_somewhere() -> None:
-    proved = set(CATCHES) | set(NEEDS_MAX_IMAGES) | PROVED_BY_CLI
-    assert sorted(set(BREAKS) - proved) == []
-    assert not (set(CATCHES) & PROVED_BY_CLI), "proved twice: keep each break in one place"
-    assert set(CATCHES) <= set(BREAKS) and not set(CATCHES) & set(LEGAL_VARIANTS)
-    assert {v for g in LEGAL_GROUPS for v in g} == set(LEGAL_VARIANTS)
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("stream.bad_image_empty_200", "an empty 200 event stream"),
+        ("stream.bad_image_unterminated_200", "an unterminated 200 event stream"),
+        ("stream.error_as_sse", "a 200 event stream holding an error event"),
+    ],
+)
+def test_a_bad_image_streamed_as_200_is_named_for_what_came(
+    name: str, says: str, target: RunningTarget, tmp_path: Path
+) -> None:
+    with breaking_proxy(target.base_url, [name], api_key=target.api_key) as url:
+        outcome = _run(url, target.api_key, target.model, ["stream.bad_image_plain_json"], tmp_path)
+    assert outcome.run is not None, outcome.message
+    (result,) = outcome.run.results
+    assert result.status == "fail" and says in result.message, result.message
+
+
+def test_a_local_file_read_is_reported_as_one(target: RunningTarget, tmp_path: Path) -> None:
+    with breaking_proxy(target.base_url, ["errors.local_file_read"], api_key=target.api_key) as url:
+        outcome = _run(url, target.api_key, target.model, ["errors.image_url.*"], tmp_path)
+    assert outcome.run is not None, outcome.message
+    results = {r.id: r.message for r in outcome.run.results}
+    for form in ("bare_path", "file_url"):
+        assert "read the local file" in results[f"errors.image_url.{form}"], results
+    assert "decoded raw base64" in results["errors.image_url.raw_base64"], results

@@ -1,4 +1,4 @@
-"""Fault-injected and hostile targets for the suite's own tests (CONTRACT.md; issue 3 item 8).
+"""Fault-injected and hostile targets for the suite's own tests (conformance/CONTRACT.md).
 
 - ``breaking_proxy(upstream_base_url, breaks)``: a real proxy in front of a good target that breaks
   the named clauses (``BREAKS``), or exercises legal oddities the suite must accept (``LEGAL_VARIANTS``).

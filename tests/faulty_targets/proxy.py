@@ -132,11 +132,16 @@ class Break:
     ``response`` rewrites a whole reply (JSON answers, errors, models list);
     ``head`` rewrites a stream's status and headers; ``events`` rewrites the SSE event data strings
     (each is a JSON text or ``[DONE]``); ``buffered`` holds the whole stream and sends it at the end.
+    ``catches`` is the proof: the checks that must fail on this break (and pass without it).
     """
 
     name: str
-    clause: str  # the CONTRACT.md section and point it breaks, e.g. "4 [DONE] sentinel"
+    clause: str  # the id of the conformance/CONTRACT.md clause it breaks, e.g. "stream.done"
     description: str
+    # the check ids that must report it (a break) or that record it (an INFO-level legal variant)
+    catches: tuple[str, ...] = ()
+    setup: str = "default"  # how the run is set up to see it (faulty_targets.breaks.SETUPS)
+    upstream: str = "faithful"  # "private_fetching": the reference target that fetches private URLs
     request: Callable[[Exchange], Awaitable[Reply | None]] | None = None
     response: Callable[[Exchange, Reply], Awaitable[Reply]] | None = None
     head: Callable[[Exchange, StreamHead], None] | None = None

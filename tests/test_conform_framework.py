@@ -23,7 +23,9 @@ import pytest
 
 from eyechart import bundled
 from eyechart.conform.checks import CheckResult
-from eyechart.report.conformance import ConformanceRun, exit_code, junit_xml, schema_path, scrub, to_json
+from eyechart.conform.results import ConformanceRun, exit_code
+from eyechart.report.conformance import junit_xml, schema_path, to_json
+from eyechart.secrets import scrub
 
 SECRET = "sk-test-very-secret-4242"
 HOSTILE = "<script>alert('owned')</script><img src=x onerror=alert(1)>"
@@ -58,15 +60,8 @@ def test_not_a_check():
 """
 
 SERVER_SUITE = """
-import pytest
 from eyechart.conform.checks import check, expect
 from eyechart.conform.session import Session
-
-@pytest.fixture(scope="session")
-def api(pytestconfig):
-    from eyechart.pytest_plugin import open_session
-    with open_session(pytestconfig) as s:
-        yield s
 
 @check("demo.server_error", severity="MUST", clause="6. 4xx never 5xx")
 def test_server(api: Session):
@@ -112,7 +107,7 @@ def _by_id(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_should_findings_do_not_fail_the_pytest_run(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = _pytest(_suite(tmp_path, LOCAL_SUITE), "--report-dir", str(out))
+    proc = _pytest(_suite(tmp_path, LOCAL_SUITE), "--eyechart-report-dir", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "demo.should" in proc.stdout and "xfail" in proc.stdout.lower()  # visible, not hidden
     checks = _by_id(_report(out))
@@ -135,7 +130,7 @@ def test_should_findings_do_not_fail_the_pytest_run(tmp_path: Path) -> None:
 
 def test_strict_makes_should_fail_but_never_info(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = _pytest(_suite(tmp_path, LOCAL_SUITE), "--strict", "--report-dir", str(out))
+    proc = _pytest(_suite(tmp_path, LOCAL_SUITE), "--eyechart-strict", "--eyechart-report-dir", str(out))
     assert proc.returncode == 1, proc.stdout
     checks = _by_id(_report(out))
     assert checks["demo.should"]["status"] == "fail"
@@ -145,7 +140,7 @@ def test_strict_makes_should_fail_but_never_info(tmp_path: Path) -> None:
 
 def test_must_failure_fails_the_run_with_evidence(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = _pytest(_suite(tmp_path, LOCAL_SUITE, must_fail=True), "--report-dir", str(out))
+    proc = _pytest(_suite(tmp_path, LOCAL_SUITE, must_fail=True), "--eyechart-report-dir", str(out))
     assert proc.returncode == 1
     assert "[MUST] demo.format.bmp: bmp was accepted" in proc.stdout
     doc = _report(out)
@@ -160,7 +155,13 @@ def test_only_and_skip_select_by_check_id(tmp_path: Path) -> None:
     out = tmp_path / "out"
     suite = _suite(tmp_path, LOCAL_SUITE, must_fail=True)
     proc = _pytest(
-        suite, "--only", "demo.format.*,demo.pass", "--skip", "demo.format.bmp", "--report-dir", str(out)
+        suite,
+        "--eyechart-only",
+        "demo.format.*,demo.pass",
+        "--eyechart-skip",
+        "demo.format.bmp",
+        "--eyechart-report-dir",
+        str(out),
     )
     assert proc.returncode == 0, proc.stdout
     doc = _report(out)
@@ -170,7 +171,7 @@ def test_only_and_skip_select_by_check_id(tmp_path: Path) -> None:
 
 def test_conformance_json_validates_against_its_schema(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    _pytest(_suite(tmp_path, LOCAL_SUITE, must_fail=True), "--report-dir", str(out))
+    _pytest(_suite(tmp_path, LOCAL_SUITE, must_fail=True), "--eyechart-report-dir", str(out))
     schema = json.loads(schema_path().read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.Draft202012Validator(schema).validate(_report(out))
@@ -184,7 +185,7 @@ def test_plugin_is_inert_outside_the_suite(tmp_path: Path) -> None:
     suite = tmp_path / "suite"
     suite.mkdir()
     (suite / "test_plain.py").write_text("def test_ok():\n    assert True\n")
-    proc = _pytest(suite, "--report-dir", str(tmp_path / "out"))
+    proc = _pytest(suite, "--eyechart-report-dir", str(tmp_path / "out"))
     assert proc.returncode == 0
     assert "eyechart conformance" not in proc.stdout
     assert not (tmp_path / "out").exists()
@@ -240,11 +241,11 @@ def test_reports_escape_server_text_and_never_show_the_key(tmp_path: Path, hosti
     out = tmp_path / "out"
     proc = _pytest(
         _suite(tmp_path, SERVER_SUITE),
-        "--base-url",
+        "--eyechart-base-url",
         hostile_server,
-        "--api-key",
+        "--eyechart-api-key",
         SECRET,
-        "--report-dir",
+        "--eyechart-report-dir",
         str(out),
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -323,9 +324,9 @@ def test_a_hung_target_fails_its_checks_in_bounded_time(tmp_path: Path) -> None:
         started = time.monotonic()
         proc = _pytest(
             bundled.conformance_dir(),
-            "--base-url", f"http://127.0.0.1:{server.server_address[1]}/v1",
-            "--only", "request.*", "--skip", "request.harness_validates",
-            "--request-timeout", "1", "--report-dir", str(out),
+            "--eyechart-base-url", f"http://127.0.0.1:{server.server_address[1]}/v1",
+            "--eyechart-only", "request.*", "--eyechart-skip", "request.harness_validates",
+            "--eyechart-request-timeout", "1", "--eyechart-report-dir", str(out),
             timeout=120,
         )  # fmt: skip
         elapsed = time.monotonic() - started
@@ -338,3 +339,64 @@ def test_a_hung_target_fails_its_checks_in_bounded_time(tmp_path: Path) -> None:
     assert statuses <= {"fail", "warn", "skip"} and doc["counts"]["fail"] >= 10
     assert elapsed < 60
     assert any("timeout" in (c["evidence"].get("exchange") or {}).get("error", "") for c in doc["checks"])
+
+
+UNRELATED_PROJECT = {
+    "pytest.ini": "[pytest]\naddopts = --strict-markers --strict-config\nfilterwarnings = error\n",
+    "conftest.py": (
+        "import pytest\n\n@pytest.fixture\ndef api():\n    return 'the project’s own api fixture'\n"
+    ),
+    "test_app.py": (
+        "def test_own_fixture_wins(api):\n    assert api == 'the project’s own api fixture'\n\n"
+        "def test_base_url_is_pytest_base_urls(base_url):\n    assert base_url == 'http://app.example'\n"
+    ),
+}
+
+
+def test_an_unrelated_project_runs_beside_pytest_base_url(tmp_path: Path) -> None:
+    """The plugin is loaded in every pytest run of an environment: next to pytest-base-url (a dependency
+    of pytest-playwright and pytest-selenium) an unrelated project must start, keep its own fixtures and
+    options, and see no eyechart collection change or report."""
+    pytest.importorskip("pytest_base_url", reason="pytest-base-url is in the dev extra")
+    project = tmp_path / "project"
+    project.mkdir()
+    for name, text in UNRELATED_PROJECT.items():
+        (project / name).write_text(text, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EYECHART_")}
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--base-url", "http://app.example"]
+    proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 passed" in proc.stdout and "eyechart conformance" not in proc.stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "pytest", "--help"], cwd=project, capture_output=True, text=True, timeout=60
+    ).stdout
+    assert "--eyechart-base-url" in help_text and "--base-url" in help_text  # both plugins' options
+    own = [line.split()[0] for line in help_text.splitlines() if line.strip().startswith("--eyechart")]
+    assert own and all(o.startswith("--eyechart-") for o in own)
+
+
+def test_options_come_from_the_environment_and_ini_too(tmp_path: Path) -> None:
+    suite = _suite(tmp_path, LOCAL_SUITE, must_fail=True)
+    (suite / "pytest.ini").write_text("[pytest]\neyechart_only = demo.pass\n    demo.format.*\n")
+    out = tmp_path / "out"
+    env = {**os.environ, "EYECHART_SKIP": "demo.format.bmp", "EYECHART_REPORT_DIR": str(out)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(suite),
+        "-p",
+        "no:cacheprovider",
+        "-c",
+        str(suite / "pytest.ini"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, cwd=suite)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert set(_by_id(_report(out))) == {"demo.pass", "demo.format.gif"}
+    # the command line beats the environment
+    out2 = tmp_path / "out2"
+    proc = subprocess.run(
+        [*cmd, "--eyechart-skip", "demo.pass", "--eyechart-report-dir", str(out2)],
+        capture_output=True, text=True, timeout=60, env=env, cwd=suite,
+    )  # fmt: skip
+    assert proc.returncode == 1 and set(_by_id(_report(out2))) == {"demo.format.gif", "demo.format.bmp"}

@@ -21,47 +21,23 @@ otherwise the pytest parameter id is appended in brackets, so every reported id 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
+from eyechart.conform.results import CheckResult as CheckResult  # re-exported: the verdict of a check
+from eyechart.conform.results import Status as Status
+from eyechart.conform.spec import MARK as MARK
+from eyechart.conform.spec import CheckSpec as CheckSpec
+from eyechart.conform.spec import SeveritySpec
 from eyechart.profiles import Profile
-from eyechart.severity import SEVERITIES, Severity
+from eyechart.severity import SEVERITIES as SEVERITIES
+from eyechart.severity import Severity as Severity
+from eyechart.wire import schemas
 from eyechart.wire.build import HarnessBug as HarnessBug  # re-exported: cases catch it from here
-
-if TYPE_CHECKING:
-    from eyechart.wire.exchange import Exchange
-
-SeveritySpec = Severity | Callable[[Profile], Severity]
-Status = Literal["pass", "fail", "warn", "skip", "error"]
-MARK = "eyechart_check"
+from eyechart.wire.exchange import Exchange
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True)
-class CheckSpec:
-    """What a check is, independent of any run: its id template, severity rule and clause."""
-
-    id: str
-    severity: SeveritySpec
-    clause: str
-
-    def resolve_severity(self, profile: Profile) -> Severity:
-        sev = self.severity(profile) if callable(self.severity) else self.severity
-        if sev not in SEVERITIES:
-            raise ValueError(f"check {self.id}: severity {sev!r} is not one of {SEVERITIES}")
-        return sev
-
-    def resolve_id(self, params: dict[str, Any], param_id: str | None) -> str:
-        """The reported id: placeholders filled from the parameters, else ``id[param-id]``."""
-        if "{" in self.id:
-            try:
-                return self.id.format(**params)
-            except (KeyError, IndexError, ValueError):
-                pass
-        return f"{self.id}[{param_id}]" if param_id else self.id
 
 
 def check(id: str, *, severity: SeveritySpec, clause: str) -> Callable[[F], F]:
@@ -73,7 +49,7 @@ def check(id: str, *, severity: SeveritySpec, clause: str) -> Callable[[F], F]:
     spec = CheckSpec(id=id, severity=severity, clause=clause)
 
     def decorate(fn: F) -> F:
-        return pytest.mark.eyechart_check(spec)(fn)
+        return getattr(pytest.mark, MARK)(spec)(fn)
 
     return decorate
 
@@ -121,8 +97,6 @@ def expect(condition: object, message: str, **evidence: Any) -> None:
 def expect_schema(name: str, instance: Any, exchange: Exchange | None, profile: Profile) -> None:
     """Fail with the first schema problem (JSON pointer in the evidence) if ``instance`` breaks ``name``."""
     __tracebackhide__ = True
-    from eyechart.wire import schemas
-
     problems = schemas.problems(name, instance, profile)
     if problems:
         first = problems[0]
@@ -140,40 +114,3 @@ def skip(reason: str) -> NoReturn:
     """Skip the current check with a reason; the report shows the reason, never a pass."""
     __tracebackhide__ = True
     pytest.skip(reason)
-
-
-@dataclass
-class CheckResult:
-    """The verdict of one check in one run, as the reports show it.
-
-    ``status``: pass, fail (a MUST, or a SHOULD under --strict), warn (a SHOULD or INFO finding),
-    skip (with its reason in ``message``), error (the harness could not reach a verdict).
-    ``evidence``: expected, got, pointer, exchange (request summary, status, headers, first bytes),
-    reproducer (a curl command, key as ``$EYECHART_API_KEY``) and exchanges (every request made).
-    """
-
-    id: str
-    severity: Severity
-    status: Status
-    clause: str
-    message: str = ""
-    evidence: dict[str, Any] = field(default_factory=dict)
-    nodeid: str = ""
-    duration_s: float = 0.0
-
-    @property
-    def area(self) -> str:
-        return self.id.split(".", 1)[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "area": self.area,
-            "severity": self.severity,
-            "status": self.status,
-            "clause": self.clause,
-            "message": self.message,
-            "evidence": self.evidence,
-            "nodeid": self.nodeid,
-            "duration_s": round(self.duration_s, 4),
-        }

@@ -1,4 +1,4 @@
-"""Check a vision chat API against the contract (CONTRACT.md), check by check, with evidence.
+"""Check a vision chat API against the contract (conformance/CONTRACT.md), check by check, with evidence.
 
 Every request and response is judged against JSON Schemas and the contract's rules; each finding has
 a stable check id, a severity, the clause, the exchange and a curl reproducer (key as
@@ -10,37 +10,31 @@ examples:
   EYECHART_API_KEY=... eyechart conform --base-url http://gpu-box:8000/v1 --profile vllm --strict
   eyechart conform --only 'auth.*' --only 'errors.*' --skip 'errors.status.*'
   eyechart conform --profile vllm --set max_images=2 --report-dir out/
+  eyechart conform --suite my_checks/                          # the bundled checks plus your own
+  eyechart conform --list                                      # every check id, severity and clause
   eyechart conform --base-url http://10.0.0.7:8000/v1 --fixture-host 0.0.0.0 --fixture-url http://10.0.0.5:8900
 
 Severity: MUST findings fail the run (exit 1); SHOULD findings are warnings unless --strict; INFO is
 recorded only. Reports go to <report-dir>/<timestamp>-conform/: conformance.json, junit.xml,
-index.html. The same suite runs under pytest: `pytest conformance --base-url URL`.
+index.html. The same suite runs under pytest: `pytest conformance --eyechart-base-url URL`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from eyechart import options
+from eyechart.conform.runner import ConformOptions, list_checks, run_conformance
+from eyechart.exitcodes import ExitCode
+from eyechart.report.conformance import print_summary
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    target = parser.add_argument_group("target")
-    target.add_argument(
-        "--base-url",
-        metavar="URL",
-        help="the API's base URL as an OpenAI SDK takes it "
-        "(a bare host gets the profile's base path); default: start the embedded target",
-    )
-    target.add_argument(
-        "--api-key",
-        metavar="KEY",
-        help="bearer key (default: $EYECHART_API_KEY); "
-        "prefer the environment variable, which does not show in `ps`",
-    )
-    target.add_argument(
-        "--model", metavar="MODEL", help="model under test (default: the only model /models lists)"
-    )
+    options.add_target(parser)
     contract = parser.add_argument_group("contract")
     contract.add_argument(
         "--profile",
@@ -71,27 +65,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="leave out checks whose id matches this glob (repeatable, comma-separated)",
     )
     contract.add_argument("--strict", action="store_true", help="SHOULD findings fail the run too")
-    fixtures = parser.add_argument_group("fixture server (image URLs the target fetches)")
-    fixtures.add_argument("--fixture-host", metavar="HOST", help="bind address (default 127.0.0.1)")
-    fixtures.add_argument(
-        "--fixture-url",
-        metavar="URL",
-        help="the fixture server's base URL as the target reaches it (and the port it listens on)",
-    )
-    parser.add_argument(
-        "--report-dir",
+    contract.add_argument(
+        "--suite",
+        action="append",
+        default=[],
+        type=Path,
         metavar="DIR",
-        default="reports",
-        help="where the run folder <timestamp>-conform/ goes (default: reports/)",
+        help="a folder of your own check modules, run with the bundled ones (repeatable)",
     )
+    contract.add_argument(
+        "--list",
+        action="store_true",
+        help="print every check id with its severity (for --profile) and clause, then exit",
+    )
+    options.add_fixture_server(parser)
+    options.add_report_dir(parser, "conform")
 
 
 def run(args: argparse.Namespace) -> int:
-    from eyechart.conform.runner import ConformOptions, run_conformance
-
     opts = ConformOptions(
         base_url=args.base_url,
-        api_key=args.api_key or os.environ.get("EYECHART_API_KEY") or None,
+        api_key=options.api_key(args),
         model=args.model,
         profile=args.profile,
         overrides=list(args.overrides),
@@ -101,5 +95,26 @@ def run(args: argparse.Namespace) -> int:
         strict=bool(args.strict),
         fixture_host=args.fixture_host,
         fixture_url=args.fixture_url,
+        extra_suites=list(args.suite),
     )
-    return int(run_conformance(opts).code)
+    console = Console()
+    if args.list:
+        return _list(opts, console)
+    outcome = run_conformance(opts, console)
+    if outcome.run is not None:
+        print_summary(outcome.run, console, outcome.reports.get("html"))
+    return int(outcome.code)
+
+
+def _list(opts: ConformOptions, console: Console) -> int:
+    checks, problem = list_checks(opts)
+    if problem:
+        console.print(f"[bold red]eyechart conform:[/] {problem}", highlight=False)
+        return int(ExitCode.USAGE)
+    table = Table(title=f"{len(checks)} checks (profile {opts.profile})", box=None, padding=(0, 2))
+    for col in ("id", "severity", "clause"):
+        table.add_column(col, overflow="fold")
+    for check_id, severity, clause in checks:
+        table.add_row(check_id, severity, clause)
+    console.print(table)
+    return int(ExitCode.OK)

@@ -1,25 +1,31 @@
-"""Run the bundled suite in-process with pytest, with our progress bar and summary instead of pytest's.
+"""Run the bundled suite (and any ``--suite`` folders) in-process with pytest and our progress bar.
 
-``eyechart conform`` is ``pytest <bundled conformance dir>`` with the eyechart plugin, pytest's own
-terminal output off, a rich progress bar while checks run, and the one-screen summary at the end.
-What it adds over plain pytest: a reachability probe up front (exit 2 with a clear message instead of
-one error per check), a timestamped run folder, and the exit code of DESIGN.md decided from the
-check results (:func:`eyechart.report.conformance.exit_code`).
+``eyechart conform`` is ``pytest <bundled conformance dir> [<suite dirs>]`` with the eyechart plugin and
+pytest's own terminal output off. What it adds over plain pytest: a reachability probe up front (exit 2
+with a clear message instead of one error per check), a run folder (:mod:`eyechart.runs`), and the exit
+code decided from the check results (:func:`eyechart.conform.results.exit_code`). The caller renders
+the outcome (``eyechart.report``).
 """
 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from eyechart import bundled
+from eyechart.conform.recording import build_run
+from eyechart.conform.results import ConformanceRun, exit_code
+from eyechart.conform.state import state_of
 from eyechart.exitcodes import ExitCode
+from eyechart.profiles import ProfileError, load_profile, parse_override
+from eyechart.runs import new_run_dir
+from eyechart.severity import Severity
+from eyechart.wire.discovery import TargetError, normalise_base_url, resolve_model
 
 
 @dataclass
@@ -38,6 +44,7 @@ class ConformOptions:
     fixture_host: str | None = None
     fixture_url: str | None = None
     suite_dir: Path | None = None  # default: the bundled conformance/ folder
+    extra_suites: list[Path] = field(default_factory=list)  # --suite: folders of the user's own checks
     progress: bool = True
 
 
@@ -48,7 +55,7 @@ class ConformOutcome:
     code: ExitCode
     run_dir: Path | None
     reports: dict[str, Path] = field(default_factory=dict)
-    run: Any = None  # eyechart.report.conformance.ConformanceRun, when checks ran
+    run: ConformanceRun | None = None  # when checks ran
     message: str = ""
 
 
@@ -60,8 +67,8 @@ class _Observer:
         self.show_progress = show_progress
         self.config: pytest.Config | None = None
         self.collect_errors: list[str] = []
-        self._progress: Any = None
-        self._task: Any = None
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
 
     def pytest_configure(self, config: pytest.Config) -> None:
         self.config = config
@@ -71,10 +78,8 @@ class _Observer:
             self.collect_errors.append(f"{report.nodeid}: {str(report.longrepr).strip().splitlines()[-1:]}")
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        if not self.show_progress or not session.items:
+        if not self.show_progress or not session.items or session.config.option.collectonly:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         self._progress = Progress(
             TextColumn("[bold]conform"),
             BarColumn(),
@@ -88,7 +93,7 @@ class _Observer:
         self._task = self._progress.add_task("", total=len(session.items))
 
     def pytest_runtest_logfinish(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.update(self._task, advance=1, description=location[2][:50])
 
     def pytest_sessionfinish(self) -> None:
@@ -100,74 +105,63 @@ class _Observer:
             self._progress = None
 
 
-def _run_dir(report_dir: Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    candidate = report_dir / f"{stamp}-conform"
-    n = 1
-    while candidate.exists():
-        n += 1
-        candidate = report_dir / f"{stamp}-conform-{n}"
-    return candidate
-
-
 def pytest_args(opts: ConformOptions, run_dir: Path | None) -> list[str]:
-    """The pytest command line equivalent to ``opts`` (printed by ``--help`` users as a recipe)."""
+    """The pytest command line equivalent to ``opts`` (what ``pytest`` users would type)."""
     suite = opts.suite_dir or bundled.conformance_dir()
-    args = [str(suite), "-c", os.devnull, "--rootdir", str(suite), "-p", "no:cacheprovider"]
-    args += ["-p", "no:terminal", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    args = [str(suite), *(str(p) for p in opts.extra_suites), "-c", os.devnull, "--rootdir", str(suite)]
+    args += ["-p", "no:cacheprovider", "-p", "no:terminal", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    if opts.extra_suites:  # two folders may both hold test_x.py: import each file by its path
+        args.append("--import-mode=importlib")
     for flag, value in (
-        ("--base-url", opts.base_url),
-        ("--api-key", opts.api_key),
-        ("--model", opts.model),
-        ("--profile", opts.profile),
-        ("--fixture-host", opts.fixture_host),
-        ("--fixture-url", opts.fixture_url),
-        ("--report-dir", str(run_dir) if run_dir else None),
+        ("--eyechart-base-url", opts.base_url),
+        ("--eyechart-api-key", opts.api_key),
+        ("--eyechart-model", opts.model),
+        ("--eyechart-profile", opts.profile),
+        ("--eyechart-fixture-host", opts.fixture_host),
+        ("--eyechart-fixture-url", opts.fixture_url),
+        ("--eyechart-report-dir", str(run_dir) if run_dir else None),
     ):
         if value:
             args += [flag, value]
     for o in opts.overrides:
-        args += ["--profile-set", o]
+        args += ["--eyechart-set", o]
     for p in opts.only:
-        args += ["--only", p]
+        args += ["--eyechart-only", p]
     for p in opts.skip:
-        args += ["--skip", p]
+        args += ["--eyechart-skip", p]
     if opts.strict:
-        args.append("--strict")
+        args.append("--eyechart-strict")
     return args
 
 
 def preflight(opts: ConformOptions) -> str | None:
     """Usage problems found before any check runs (bad profile, unreachable target): the message, or None."""
-    from eyechart.conform.session import SessionError, normalise_base_url, resolve_model
-    from eyechart.profiles import ProfileError, load_profile, parse_override
-
     try:
         profile = load_profile(opts.profile, dict(parse_override(o) for o in opts.overrides))
     except ProfileError as exc:
         return str(exc)
     if opts.fixture_url and not opts.fixture_url.startswith(("http://", "https://")):
         return f"--fixture-url {opts.fixture_url!r} is not an http(s) URL"
+    for folder in opts.extra_suites:
+        if not folder.is_dir():
+            return f"--suite {str(folder)!r} is not a folder"
     if opts.base_url:
         try:
             url = normalise_base_url(opts.base_url, profile)
             resolve_model(url, opts.api_key, opts.model)
-        except SessionError as exc:
+        except TargetError as exc:
             return str(exc)
     return None
 
 
 def run_conformance(opts: ConformOptions, console: Console | None = None) -> ConformOutcome:
-    """Run the suite for ``opts``; print progress and the summary on ``console``."""
-    from eyechart.pytest_plugin import build_run, state_of
-    from eyechart.report.conformance import exit_code, print_summary
-
+    """Run the suite for ``opts``, with a progress bar and any usage problem on ``console``."""
     console = console or Console(stderr=False)
     problem = preflight(opts)
     if problem:
         console.print(f"[bold red]eyechart conform:[/] {problem}", highlight=False)
         return ConformOutcome(ExitCode.USAGE, None, message=problem)
-    run_dir = _run_dir(opts.report_dir)
+    run_dir = new_run_dir(opts.report_dir, "conform", create=False)
     observer = _Observer(console, opts.progress and console.is_terminal)
     try:
         code = pytest.main(pytest_args(opts, run_dir), plugins=[observer])
@@ -188,7 +182,18 @@ def run_conformance(opts: ConformOptions, console: Console | None = None) -> Con
         msg = "no check ran (did --only/--skip leave anything?)"
         console.print(f"[bold yellow]eyechart conform:[/] {msg}", highlight=False)
         return ConformOutcome(ExitCode.INVALID_RUN, run_dir if run_dir.exists() else None, message=msg)
-    run = build_run(config)
-    result = exit_code(run)
-    print_summary(run, console, st.written.get("html"))
-    return ConformOutcome(result, run_dir, dict(st.written), run)
+    run = build_run(st)
+    return ConformOutcome(exit_code(run), run_dir, dict(st.written), run)
+
+
+def list_checks(opts: ConformOptions) -> tuple[list[tuple[str, Severity, str]], str | None]:
+    """Every check id of the suite(s) with its severity (for the profile) and clause, in suite order;
+    or the reason the suite could not be collected. Nothing is sent to any target."""
+    observer = _Observer(Console(), show_progress=False)
+    code = pytest.main([*pytest_args(opts, None), "--collect-only", "-q"], plugins=[observer])
+    config = observer.config
+    if observer.collect_errors or config is None:
+        return [], "the suite could not be collected:\n  " + "\n  ".join(observer.collect_errors)
+    if code == pytest.ExitCode.USAGE_ERROR:
+        return [], "pytest usage error (bad profile or --set?)"
+    return list(state_of(config).catalogue), None

@@ -25,25 +25,37 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import Any
 
 import httpx
 
-from eyechart.conform.checks import CheckFailed, expect, expect_schema, fail, skip
+from eyechart import images
+from eyechart.conform.checks import CheckFailed
+from eyechart.conform.evidence import evidence_for as evidence_for  # re-exported for older imports
+from eyechart.conform.evidence import exchange_summary as exchange_summary
+from eyechart.conform.evidence import key_exchange as key_exchange
+from eyechart.conform.reading import expect_refusal as expect_refusal  # re-exported: cases import these
+from eyechart.conform.reading import first_choice as first_choice
+from eyechart.conform.reading import header as header
+from eyechart.conform.reading import json_of as json_of
+from eyechart.conform.reading import media_type as media_type
+from eyechart.conform.reading import prompt_tokens as prompt_tokens
+from eyechart.images.server import FixtureServer
 from eyechart.profiles import Profile
-from eyechart.wire import build
-
-if TYPE_CHECKING:
-    from eyechart.images.server import FixtureServer
-    from eyechart.wire.exchange import Exchange
-    from eyechart.wire.sse import StreamAnalysis
+from eyechart.target import DEFAULT_API_KEY
+from eyechart.target.launch import RunningTarget, start_target
+from eyechart.wire import build, exchange
+from eyechart.wire.discovery import PROBE_MAX_BYTES
+from eyechart.wire.discovery import TargetError as SessionError  # the name callers of Session.open catch
+from eyechart.wire.discovery import normalise_base_url as normalise_base_url
+from eyechart.wire.discovery import resolve_model as resolve_model
+from eyechart.wire.exchange import Exchange
+from eyechart.wire.sse import StreamAnalysis
 
 DEFAULT_TIMEOUT = 30.0  # seconds for one whole request; a check may ask for more (large images)
 CONNECT_TIMEOUT = 5.0
-PROBE_TIMEOUT = 5.0
 STREAM_TIMEOUT = 60.0  # a whole stream; an endless one is cut here
 HUNG_AFTER = 3  # consecutive timeouts after which the target counts as hung
 HUNG_REPROBE_S = 5.0  # while hung, at most one quick /models probe per this many seconds
@@ -51,76 +63,6 @@ DEFAULT_CAP = 32  # completion tokens a body asks for unless a case says otherwi
 # The embedded target fetches from our loopback fixture server, and runs its latency model 10x faster:
 # streams still arrive token by token (incremental delivery stays checkable) but the suite is quick.
 EMBEDDED_TARGET_ARGS = ("--allow-private-urls", "--speed", "10")
-
-
-class SessionError(Exception):
-    """The run cannot start: target unreachable, no usable model, bad option (exit code 2)."""
-
-
-def normalise_base_url(base_url: str, profile: Profile) -> str:
-    """The SDK-style base URL; a bare ``http://host:port`` gets the profile's ``base_path``."""
-    url = base_url.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SessionError(f"--base-url {base_url!r} is not an http(s) URL like http://127.0.0.1:8000/v1")
-    if parts.path in ("", "/"):
-        url += profile.base_path.rstrip("/")
-    return url
-
-
-PROBE_MAX_BYTES = 1 << 20  # a model list is small; a bigger /models answer is not a model list
-
-
-def probe(base_url: str, api_key: str | None, timeout: float = PROBE_TIMEOUT) -> Exchange:
-    """``GET {base}/models`` once: proves the target completes an HTTP response at all (any status).
-
-    Bounded in wall-clock time (``timeout``, even against headers dripped byte by byte) and in memory
-    (the body is streamed and cut at 1 MiB): a garbage, hung, endless, huge or reset answer is a
-    :class:`SessionError` (exit 2), never a hang."""
-    from eyechart.wire import exchange
-
-    with exchange.bounded_client(follow_redirects=False) as client:
-        ex = exchange.send(
-            client,
-            "GET",
-            f"{base_url}/models",
-            api_key=api_key,
-            timeout=timeout,
-            max_body_bytes=PROBE_MAX_BYTES,
-        )
-    if ex.error_class is None:
-        return ex
-    if ex.error_class == "connect":
-        raise SessionError(f"cannot reach target {base_url}: {ex.error}")
-    if ex.status is None and ex.error_class == "timeout":
-        raise SessionError(f"target {base_url} did not answer GET /models within {timeout:g} s")
-    if ex.status is None:
-        raise SessionError(
-            f"target {base_url} did not answer GET /models with HTTP ({ex.error_class}: {ex.error})"
-        )
-    raise SessionError(
-        f"target {base_url} answered GET /models with HTTP {ex.status} but the response did not complete "
-        f"({ex.error_class}: {ex.error})"
-    )
-
-
-def resolve_model(
-    base_url: str, api_key: str | None, model: str | None, timeout: float = PROBE_TIMEOUT
-) -> str:
-    """``model`` if given, else the only model ``/models`` lists (anything else is a usage error)."""
-    ex = probe(base_url, api_key, timeout)
-    if model:
-        return model
-    if ex.status != 200:
-        raise SessionError(f"GET {base_url}/models answered {ex.status}; pass --model (and check --api-key)")
-    try:
-        ids = [m["id"] for m in ex.json["data"] if isinstance(m, dict) and isinstance(m.get("id"), str)]
-    except (KeyError, TypeError) as exc:
-        raise SessionError(f"GET {base_url}/models is not a model list; pass --model") from exc
-    if len(ids) != 1:
-        listed = ", ".join(ids[:10]) or "none"
-        raise SessionError(f"{base_url}/models lists {len(ids)} models ({listed}); choose one with --model")
-    return ids[0]
 
 
 class Session:
@@ -136,7 +78,7 @@ class Session:
         fixture_host: str | None = None,
         fixture_url: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
-        target: Any = None,
+        target: RunningTarget | None = None,
         body_dir: Path | None = None,
     ) -> None:
         self.base_url = base_url
@@ -149,9 +91,7 @@ class Session:
         self._fixture_host = fixture_host
         self._fixture_url = fixture_url
         self._fixtures: FixtureServer | None = None
-        from eyechart.wire.exchange import bounded_client
-
-        self.client = bounded_client(
+        self.client = exchange.bounded_client(
             timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
             follow_redirects=False,
             limits=httpx.Limits(max_connections=8),
@@ -181,15 +121,12 @@ class Session:
         """Connect to ``base_url`` (or start the embedded target) and settle the model under test."""
         target = None
         if base_url is None:
-            from eyechart.target import DEFAULT_API_KEY
-            from eyechart.target.launch import start_target
-
             try:
                 target = start_target(args=EMBEDDED_TARGET_ARGS)
             except Exception as exc:  # the embedded target is ours: any failure is a clear usage stop
                 raise SessionError(f"cannot start the embedded target: {exc}") from exc
             base_url = target.base_url
-            api_key = api_key or getattr(target, "api_key", None) or DEFAULT_API_KEY
+            api_key = api_key or target.api_key or DEFAULT_API_KEY
         try:
             url = normalise_base_url(base_url, profile)
             chosen = resolve_model(url, api_key, model)
@@ -256,8 +193,6 @@ class Session:
     def fixtures(self) -> FixtureServer:
         """The fixture image server, started on first use (``--fixture-host`` / ``--fixture-url``)."""
         if self._fixtures is None:
-            from eyechart.images.server import FixtureServer
-
             self._fixtures = FixtureServer(
                 bind=self._fixture_host or "127.0.0.1", public_url=self._fixture_url
             ).start()
@@ -270,9 +205,7 @@ class Session:
     @staticmethod
     def data_uri(name: str, media_type: str | None = None) -> str:
         """The fixture ``name`` as a base64 data URI (optionally mislabelled with ``media_type``)."""
-        from eyechart.images import get
-
-        return get(name).data_uri(media_type)
+        return images.get(name).data_uri(media_type)
 
     # ------------------------------------------------------------------ bodies
 
@@ -352,8 +285,6 @@ class Session:
         ``auth``: True sends the session key, False none, a string that key. A transport failure
         (refused, reset, timeout, too large) raises :class:`CheckFailed` unless ``allow_transport_error``.
         """
-        from eyechart.wire import exchange
-
         self._fail_fast_if_hung(method, path)
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
         ex = exchange.send(
@@ -417,8 +348,6 @@ class Session:
         a stream that never ends is cut there (``ex.error_class == "timeout"``) and the check judges it;
         only a stream that never started raises :class:`CheckFailed`.
         """
-        from eyechart.wire import exchange
-
         if isinstance(body, dict) and "stream" not in body:
             body = {**body, "stream": True}
         if valid:
@@ -473,8 +402,6 @@ class Session:
         now = time.monotonic()
         if now - self._last_probe >= HUNG_REPROBE_S:
             self._last_probe = now
-            from eyechart.wire import exchange
-
             ex = exchange.send(
                 self.client,
                 "GET",
@@ -508,164 +435,3 @@ class Session:
                 return True
             time.sleep(0.2)
         return False
-
-
-# ---------------------------------------------------------------------- evidence
-
-
-def exchange_summary(ex: Exchange) -> dict[str, Any]:
-    """The part of an exchange a report shows: request summary, status, headers, first bytes."""
-    body = ex.body_head
-    return {
-        "request": {
-            "method": ex.method,
-            "url": ex.url,
-            "headers": dict(ex.request_headers),
-            "body_summary": _short(ex.request_body, 4000),
-        },
-        "status": ex.status,
-        "error": f"{ex.error_class}: {ex.error}" if ex.error_class else None,
-        "headers": dict(ex.response_headers),
-        "body_head": body.decode("utf-8", "replace") if body else None,
-        "body_bytes": ex.body_bytes,
-        "elapsed_s": round(ex.elapsed_s, 4),
-        **({"retried": ex.retried} if ex.retried else {}),
-    }
-
-
-def _short(text: str | None, limit: int) -> str | None:
-    if text is None or len(text) <= limit:
-        return text
-    return text[: limit - 1] + "…"
-
-
-def key_exchange(failed: CheckFailed | None, exchanges: list[Exchange]) -> Exchange | None:
-    """The exchange a verdict is about: the failure's own, else the check's last request."""
-    return (failed.exchange if failed is not None else None) or (exchanges[-1] if exchanges else None)
-
-
-def _listed(x: Exchange, **extra: Any) -> dict[str, Any]:
-    return {
-        "method": x.method,
-        "url": x.url,
-        "status": x.status,
-        "error": x.error_class,
-        "elapsed_s": round(x.elapsed_s, 4),
-        **({"retried": x.retried} if x.retried else {}),
-        **extra,
-    }
-
-
-def evidence_for(
-    failed: CheckFailed | None, exchanges: list[Exchange], *, full: bool = True
-) -> dict[str, Any]:
-    """Evidence of a check: the failure's fields, the key exchange in full, a reproducer, all requests.
-
-    A check may judge an exchange sent earlier and shared through a module fixture (one request judged
-    by several checks): it is listed among the exchanges too, marked ``shared``."""
-    ev: dict[str, Any] = {}
-    if failed is not None:
-        for key in ("expected", "got", "pointer"):
-            value = getattr(failed, key)
-            if value is not None:
-                ev[key] = value if isinstance(value, str | int | float | bool | list | dict) else repr(value)
-    key_ex = key_exchange(failed, exchanges)
-    if key_ex is not None and full:
-        ev["exchange"] = exchange_summary(key_ex)
-        ev["reproducer"] = key_ex.curl
-    listed = [_listed(x) for x in exchanges]
-    if key_ex is not None and not any(x is key_ex for x in exchanges):
-        listed.insert(0, _listed(key_ex, shared="sent earlier in the run and judged by this check too"))
-    ev["exchanges"] = listed
-    return ev
-
-
-# ---------------------------------------------------------------------- reading responses
-
-
-def header(ex: Exchange, name: str) -> str | None:
-    """A response header, case-insensitively (None when absent)."""
-    return ex.response_headers.get(name.lower())
-
-
-def media_type(ex: Exchange) -> str:
-    """The response's media type without parameters, lower case (``application/json``)."""
-    return (header(ex, "content-type") or "").split(";", 1)[0].strip().lower()
-
-
-def json_of(ex: Exchange, what: str = "the response body") -> Any:
-    """The body parsed as JSON, or a :class:`CheckFailed` saying what came instead."""
-    if ex.json_error is None:
-        return ex.json
-    head = ex.body[:120].decode("utf-8", "replace")
-    raise CheckFailed(
-        f"{what} is not JSON ({ex.json_error})",
-        exchange=ex,
-        expected="a JSON document",
-        got=head or "(empty body)",
-    )
-
-
-def first_choice(ex: Exchange, body: Any, what: str = "the response") -> dict[str, Any]:
-    """``choices[0]`` of a chat completion body, or a finding pointing at ``/choices``."""
-    __tracebackhide__ = True
-    choices = body.get("choices") if isinstance(body, dict) else None
-    if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)):
-        fail(f"{what} has no choices[0]", exchange=ex, pointer="/choices", got=choices)
-    return choices[0]
-
-
-def prompt_tokens(ex: Exchange, profile: Profile, what: str) -> int:
-    """``usage.prompt_tokens`` of a response: a finding when the profile requires usage, else a skip
-    (a check comparing token counts cannot judge a server that does not report them)."""
-    __tracebackhide__ = True
-    body = json_of(ex)
-    usage = body.get("usage") if isinstance(body, dict) else None
-    value = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-    if not isinstance(value, int) or isinstance(value, bool):
-        if profile.usage_required:
-            fail(
-                f"{what}: no integer usage.prompt_tokens",
-                exchange=ex,
-                pointer="/usage/prompt_tokens",
-                got=value,
-            )
-        skip(f"no usage.prompt_tokens (profile {profile.name} does not require usage)")
-    return value
-
-
-def expect_refusal(
-    ex: Exchange,
-    what: str,
-    profile: Profile,
-    *,
-    statuses: Collection[int] | None = None,
-    if_200: str | None = None,
-) -> Any:
-    """The refusal the contract asks for: a 4xx (or one of ``statuses``) whose body is an error object
-    valid against the ``error`` schema; returns the parsed body. ``if_200``: the message for a 200
-    (an answer about something the server should have refused), e.g. "got 200 instead of a 4xx refusal"."""
-    __tracebackhide__ = True
-    if ex.status == 200 and if_200:
-        fail(f"{what} {if_200}", exchange=ex, expected="4xx with an error body", got=200)
-    got = ex.status if ex.status is not None else ex.error
-    if statuses:
-        listed = " or ".join(str(s) for s in statuses)
-        expect(
-            ex.status in statuses,
-            f"{what} was not refused with {listed}",
-            exchange=ex,
-            expected=listed,
-            got=got,
-        )
-    else:
-        expect(
-            ex.status is not None and 400 <= ex.status < 500,
-            f"{what} did not get a 4xx",
-            exchange=ex,
-            expected="4xx",
-            got=got,
-        )
-    body = json_of(ex, f"the error body for {what}")
-    expect_schema("error", body, ex, profile)
-    return body

@@ -1,10 +1,9 @@
 """The conformance reports: ``conformance.json``, ``junit.xml``, ``index.html`` and the terminal summary.
 
-All four are views of one :class:`ConformanceRun` (the run info plus one
-:class:`~eyechart.conform.checks.CheckResult` per check). ``conformance.json`` follows
+All four are views of one :class:`~eyechart.conform.results.ConformanceRun`, which also decides the
+status order and the exit code: this module only renders. ``conformance.json`` follows
 ``report/schemas/conformance.schema.json``. The API key never reaches a report: every string is
 scrubbed of the run's secrets (``$EYECHART_API_KEY`` takes their place) before anything is written.
-The exit code of a run is decided here too (:func:`exit_code`), so the CLI and the reports agree.
 """
 
 from __future__ import annotations
@@ -12,91 +11,20 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
 from eyechart import __version__
-from eyechart.conform.checks import CheckResult
-from eyechart.exitcodes import ExitCode
-from eyechart.wire.exchange import KEY_PLACEHOLDER
+from eyechart.conform.results import STATUSES, CheckResult, ConformanceRun, exit_code
+from eyechart.report.conformance_html import render_html
+from eyechart.secrets import scrub
 
 SCHEMA_VERSION = 1
-STATUSES = ("fail", "error", "warn", "skip", "pass")  # report order: what needs action first
-SEVERITY_ORDER = {"MUST": 0, "SHOULD": 1, "INFO": 2}
-
-
-@dataclass
-class ConformanceRun:
-    """One run of the suite: where it ran, how, and every check's verdict."""
-
-    target: str
-    model: str
-    profile: str
-    started: float
-    finished: float
-    results: list[CheckResult]
-    embedded: bool = False
-    strict: bool = False
-    only: list[str] = field(default_factory=list)
-    skip: list[str] = field(default_factory=list)
-    not_run: list[str] = field(default_factory=list)  # selected but never reported (run aborted)
-    deselected: int = 0
-    secrets: list[str] = field(default_factory=list)  # scrubbed from every output, never written
-
-    @property
-    def duration_s(self) -> float:
-        return max(0.0, self.finished - self.started)
-
-    def counts(self) -> dict[str, int]:
-        c: Counter[str] = Counter(r.status for r in self.results)
-        return {s: c.get(s, 0) for s in STATUSES}
-
-    def counts_by_severity(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for sev in SEVERITY_ORDER:
-            c: Counter[str] = Counter(r.status for r in self.results if r.severity == sev)
-            out[sev] = {s: c.get(s, 0) for s in STATUSES}
-        return out
-
-    def ordered(self) -> list[CheckResult]:
-        """Failures first, then errors, warnings, skips, passes; MUST before SHOULD; by id."""
-        return sorted(
-            self.results, key=lambda r: (STATUSES.index(r.status), SEVERITY_ORDER[r.severity], r.id)
-        )
-
-
-def exit_code(run: ConformanceRun) -> ExitCode:
-    """0 all MUST pass (SHOULD only under --strict) · 1 a check failed · 4 the run proved nothing.
-
-    A harness error leaves a check without a verdict, so a run with errors and no failure is invalid
-    (4), as is a run where no check ran or one that stopped before every selected check reported.
-    """
-    counts = run.counts()
-    if counts["fail"]:
-        return ExitCode.FAILED
-    if counts["error"] or run.not_run or not run.results or counts["pass"] + counts["warn"] == 0:
-        return ExitCode.INVALID_RUN
-    return ExitCode.OK
-
-
-def scrub(value: Any, secrets: Iterable[str]) -> Any:
-    """``value`` with every secret replaced by ``$EYECHART_API_KEY`` (recursively, keys included)."""
-    secrets = [s for s in secrets if s]
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        for s in secrets:
-            value = value.replace(s, KEY_PLACEHOLDER)
-        return value
-    if isinstance(value, dict):
-        return {scrub(k, secrets): scrub(v, secrets) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [scrub(v, secrets) for v in value]
-    return value
 
 
 def to_json(run: ConformanceRun) -> dict[str, Any]:
@@ -209,7 +137,7 @@ def summary_lines(run: ConformanceRun, report_path: Path | str | None = None, li
         f"{run.target} · model {run.model} · profile {run.profile} · {run.duration_s:.1f} s",
         "  ".join(f"{k} {v}" for k, v in c.items()),
     ]
-    findings = [r for r in run.ordered() if r.status in ("fail", "error", "warn")]
+    findings = run.findings()
     for r in findings[:limit]:
         lines.append(f"{r.status.upper():5} {r.severity:6} {r.id}: {_oneline(r.message)}")
     if len(findings) > limit:
@@ -224,22 +152,17 @@ def _oneline(text: str, limit: int = 120) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+_VERDICT_STYLE = {0: "bold green", 1: "bold red", 4: "bold yellow"}
+
+
 def print_summary(
-    run: ConformanceRun, console: Any, report_path: Path | str | None = None, limit: int = 15
+    run: ConformanceRun, console: Console, report_path: Path | str | None = None, limit: int = 15
 ) -> None:
     """The terminal summary with rich: counts by severity and status, the findings, the report path."""
-    from rich.table import Table
-    from rich.text import Text
-
     code = exit_code(run)
-    verdict = {
-        ExitCode.OK: ("PASS", "bold green"),
-        ExitCode.FAILED: ("FAIL", "bold red"),
-        ExitCode.INVALID_RUN: ("INVALID RUN", "bold yellow"),
-    }.get(code, (code.name, "bold"))
     console.print(
         Text.assemble(
-            (f"eyechart conform: {verdict[0]}", verdict[1]),
+            (f"eyechart conform: {code.verdict}", _VERDICT_STYLE.get(int(code), "bold")),
             f"  {scrub(run.target, run.secrets)} · model {run.model} · profile {run.profile}"
             f" · {len(run.results)} checks in {run.duration_s:.1f} s",
         )
@@ -253,7 +176,7 @@ def print_summary(
         if any(counts.values()):
             table.add_row(sev, *(str(counts[s]) for s in STATUSES))
     console.print(table)
-    findings = [r for r in run.ordered() if r.status in ("fail", "error", "warn")]
+    findings = run.findings()
     for r in findings[:limit]:
         line = Text(f"  {r.status.upper():5} ", style=styles[r.status])
         line.append(f"{r.severity:6} {r.id}", style="bold")
@@ -271,8 +194,6 @@ def print_summary(
 
 def write_reports(run: ConformanceRun, out_dir: Path) -> dict[str, Path]:
     """Write ``conformance.json``, ``junit.xml`` and ``index.html`` into ``out_dir``; their paths by kind."""
-    from eyechart.report.conformance_html import render_html
-
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "json": out_dir / "conformance.json",

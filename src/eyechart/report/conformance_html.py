@@ -13,9 +13,10 @@ from collections import Counter
 from html import escape
 from typing import Any
 
-from eyechart.report.conformance import STATUSES as _STATUSES
+from eyechart.conform.results import STATUSES as _STATUSES
+from eyechart.exitcodes import VERDICTS
 
-_VERDICT = {0: "PASS", 1: "FAIL", 2: "USAGE ERROR", 3: "REGRESSION", 4: "INVALID RUN"}
+_VERDICT = {int(code): text for code, text in VERDICTS.items()}
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;

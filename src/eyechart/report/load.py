@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from eyechart.exitcodes import ExitCode
 from eyechart.load.baseline import write_histograms
 from eyechart.load.gates import GateVerdict
 from eyechart.load.histograms import ERROR_BOUND
@@ -153,12 +154,11 @@ th{background:#f4f4f4}td.l,th.l{text-align:left}.pass{color:#1a7f37;font-weight:
 .ok{background:#e6f4ea}.bad{background:#fdecea}code,pre{background:#f6f8fa;padding:1px 4px}
 pre{white-space:pre-wrap;word-break:break-all}svg{max-width:100%;height:auto}
 """
-_VERDICT_TEXT = {
-    0: "all gates pass",
-    1: "SLO breached",
-    3: "regression against the baseline",
-    4: "invalid run",
-}
+
+
+def _verdict_text(code: int) -> str:
+    """The exit code's meaning from the one table in ``eyechart.exitcodes``."""
+    return ExitCode(code).meaning if code in set(ExitCode) else ""
 
 
 def _e(x: Any) -> str:
@@ -179,8 +179,7 @@ def render_html(summary: Mapping[str, Any], stats: LoadStats, stages: Sequence[M
         f"<title>eyechart load — {_e(_target(summary))}</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>eyechart load report</h1>",
-        f"<p class='verdict {'ok' if code == 0 else 'bad'}'>exit {code}: "
-        f"{_e(_VERDICT_TEXT.get(code, ''))}</p>",
+        f"<p class='verdict {'ok' if code == 0 else 'bad'}'>exit {code}: {_e(_verdict_text(code))}</p>",
         "<h2>Run</h2>",
         _kv_table(summary.get("run", {})),
         "<h2>Gates</h2>",
@@ -334,7 +333,7 @@ def print_summary(summary: Mapping[str, Any], verdict: GateVerdict, console: Con
         console.print(gt)
     code = verdict.exit_code
     style = "bold green" if code == 0 else "bold red"
-    console.print(f"[{style}]exit {code}: {_VERDICT_TEXT.get(code, '')}[/]")
+    console.print(f"[{style}]exit {code}: {_verdict_text(code)}[/]")
 
 
 def _plain(x: Any) -> str:

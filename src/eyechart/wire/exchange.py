@@ -48,11 +48,13 @@ from typing import Any, Literal
 import httpcore
 import httpx
 
+from eyechart.secrets import KEY_PLACEHOLDER as KEY_PLACEHOLDER  # re-exported: the reproducer's variable
+from eyechart.secrets import scrub_bytes as _scrub_bytes
+from eyechart.secrets import scrub_text as _scrub
 from eyechart.wire.sse import SSEReader, StreamAnalysis
 
 ErrorClass = Literal["connect", "timeout", "reset", "protocol", "too_large"]
 
-KEY_PLACEHOLDER = "$EYECHART_API_KEY"
 HEAD_BYTES = 2048  # what a report shows of a body
 INLINE_LIMIT = 256 << 10
 _DATA_URI_SHOWN = 80  # data URIs shorter than this are shown whole
@@ -165,7 +167,7 @@ def _redacted_headers(headers: dict[str, str] | None, secret: str | None = _UNSE
             if name.lower() in _AUTH_HEADERS:
                 value = f"Bearer {KEY_PLACEHOLDER}" if name.lower() == "authorization" else KEY_PLACEHOLDER
         elif secret:
-            value = value.replace(secret, KEY_PLACEHOLDER)
+            value = _scrub(value, secret)
         shown[name] = value
     return shown
 
@@ -214,8 +216,8 @@ def curl_reproducer(
         parts.append(f"--data-binary @{shlex.quote(str(body_file))}")
         return " \\\n  ".join(parts)
     text = raw.decode("utf-8", "replace")
-    if secret is not _UNSET and secret:
-        text = text.replace(secret, KEY_PLACEHOLDER)
+    if secret is not _UNSET:
+        text = _scrub(text, secret)
     if len(raw) > inline_limit:
         try:
             text = json.dumps(summarize_body(json.loads(raw)), ensure_ascii=False, separators=(",", ":"))
@@ -357,14 +359,6 @@ def _classify(exc: BaseException) -> ErrorClass:
     if isinstance(exc, httpx.ReadError | httpx.WriteError | ConnectionError):
         return "reset"
     return "protocol"
-
-
-def _scrub(text: str, secret: str | None) -> str:
-    return text.replace(secret, KEY_PLACEHOLDER) if secret else text
-
-
-def _scrub_bytes(data: bytes, secret: str | None) -> bytes:
-    return data.replace(secret.encode(), KEY_PLACEHOLDER.encode()) if secret else data
 
 
 def _transfer(

@@ -1,0 +1,89 @@
+"""What the pytest plugin records while a conformance run goes: the run's state and each verdict.
+
+The plugin (:mod:`eyechart.pytest_plugin`) owns pytest's hooks; this module turns what pytest reports
+about a check (passed, skipped, raised :class:`~eyechart.conform.checks.CheckFailed` or an assertion,
+broke) into a :class:`~eyechart.conform.results.CheckResult` with evidence, and a finished pytest
+session into a :class:`~eyechart.conform.results.ConformanceRun`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from eyechart.conform.checks import CheckFailed
+from eyechart.conform.evidence import evidence_for, key_exchange
+from eyechart.conform.results import CheckResult, ConformanceRun, status_for_finding
+from eyechart.conform.spec import CheckSpec
+from eyechart.conform.state import ConformState
+from eyechart.severity import Severity
+
+
+def result_for(
+    item: pytest.Item,
+    call: pytest.CallInfo[None],
+    rep: pytest.TestReport,
+    check: tuple[str, Severity, CheckSpec],
+    st: ConformState,
+) -> CheckResult:
+    """The verdict of one check from pytest's report of one of its phases."""
+    check_id, severity, spec = check
+    exchanges = st.session.check_exchanges() if st.session is not None else []
+    base: dict[str, Any] = dict(
+        id=check_id, severity=severity, clause=spec.clause, nodeid=item.nodeid, duration_s=rep.duration
+    )
+    if rep.passed:
+        return CheckResult(
+            status="pass", message="", evidence=evidence_for(None, exchanges, full=False), **base
+        )
+    if rep.skipped:
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        return CheckResult(status="skip", message=reason, evidence={}, **base)
+    exc = call.excinfo.value if call.excinfo else None
+    if isinstance(exc, CheckFailed | AssertionError):
+        failed = (
+            exc
+            if isinstance(exc, CheckFailed)
+            else CheckFailed(str(exc).split("\nassert ")[0] or "assertion failed")
+        )
+        if st.session is not None:  # a big request body of a finding goes to <run>/bodies/ for its reproducer
+            st.session.save_bodies(check_id, key_exchange(failed, exchanges))
+        return CheckResult(
+            status=status_for_finding(severity, st.strict),
+            message=failed.message,
+            evidence=evidence_for(failed, exchanges),
+            **base,
+        )
+    where = "setting up" if rep.when == "setup" else "running" if rep.when == "call" else "tearing down"
+    text = (
+        f"{type(exc).__name__}: {exc}" if exc is not None else str(rep.longreprtext).strip().splitlines()[-1:]
+    )
+    return CheckResult(
+        status="error",
+        message=f"harness error while {where} the check: {text}",
+        evidence=evidence_for(None, exchanges),
+        **base,
+    )
+
+
+def build_run(st: ConformState) -> ConformanceRun:
+    """The :class:`ConformanceRun` of what was recorded so far."""
+    sess = st.session
+    return ConformanceRun(
+        target=sess.base_url if sess else st.base_url,
+        model=sess.model if sess else st.model,
+        profile=st.profile.name if st.profile else "",
+        embedded=bool(sess and sess.embedded),
+        strict=st.strict,
+        only=st.only,
+        skip=st.skip,
+        started=st.started,
+        finished=st.finished or time.time(),
+        results=[st.results[i] for i in st.order if i in st.results],
+        not_run=[i for i in st.order if i not in st.results],
+        deselected=st.deselected,
+        secrets=[s for s in [sess.api_key if sess else None, *st.secrets] if s],
+    )

@@ -1,0 +1,59 @@
+"""Command-line option groups several commands share, defined once so their names and help agree.
+
+``eyechart conform`` and ``eyechart load`` both talk to a target (``--base-url``, ``--api-key``,
+``--model``), may serve fixture images (``--fixture-host``, ``--fixture-url``) and write run folders
+(``--report-dir``). The pytest plugin spells the same settings ``--eyechart-*``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_target(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """``--base-url``, ``--api-key``, ``--model`` in a "target" group (returned for job extras)."""
+    g = parser.add_argument_group("target")
+    g.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="the API's base URL as an OpenAI SDK takes it, e.g. http://host:8000/v1/openai "
+        "(default: start the embedded target)",
+    )
+    g.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="bearer key (default: $EYECHART_API_KEY, which does not show in `ps`); never written anywhere",
+    )
+    g.add_argument(
+        "--model", metavar="MODEL", help="model under test (default: the only model /models lists)"
+    )
+    return g
+
+
+def api_key(args: argparse.Namespace) -> str | None:
+    """The key from ``--api-key``, else ``$EYECHART_API_KEY``, else None."""
+    return args.api_key or os.environ.get("EYECHART_API_KEY") or None
+
+
+def add_fixture_server(
+    parser: argparse.ArgumentParser, purpose: str = "image URLs the target fetches"
+) -> None:
+    """``--fixture-host`` and ``--fixture-url``: where the fixture image server listens and is reached."""
+    g = parser.add_argument_group(f"fixture server ({purpose})")
+    g.add_argument("--fixture-host", metavar="HOST", help="bind address (default 127.0.0.1)")
+    g.add_argument(
+        "--fixture-url",
+        metavar="URL",
+        help="the fixture server's base URL as the target reaches it (and the port it listens on)",
+    )
+
+
+def add_report_dir(group: argparse._ArgumentGroup | argparse.ArgumentParser, job: str) -> None:
+    """``--report-dir``: where the run folder ``<time>-<job>/`` goes."""
+    group.add_argument(
+        "--report-dir",
+        metavar="DIR",
+        default="reports",
+        help=f"where the run folder <timestamp>-{job}/ goes (default: reports/)",
+    )

@@ -1,0 +1,113 @@
+"""The pytest hooks of a run that has conformance checks (registered by :mod:`eyechart.pytest_plugin`
+once it collects one, so projects without checks never import any of this).
+
+Before each check the session starts recording its exchanges; after each phase pytest's report becomes
+the check's verdict (:func:`eyechart.conform.recording.result_for`) and a finding replaces pytest's
+traceback with its evidence and reproducer; at the end the reports are written and summarised.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from eyechart.conform.recording import build_run, result_for
+from eyechart.conform.results import CheckResult
+from eyechart.conform.session import Session, SessionError
+from eyechart.conform.spec import CheckSpec
+from eyechart.conform.state import state_of
+from eyechart.pytest_plugin import DEFAULT_TIMEOUT, profile_for, setting
+from eyechart.report.conformance import finding_text, summary_lines, write_reports
+from eyechart.severity import Severity
+
+CHECK = pytest.StashKey[tuple[str, Severity, CheckSpec]]()
+
+
+@contextmanager
+def open_session(config: pytest.Config) -> Iterator[Session]:
+    """The :class:`Session` of this run (starting the embedded target without a base URL).
+
+    An unusable target or model ends the pytest run with exit code 2 and a one-line reason, not an
+    error per check."""
+    st = state_of(config)
+    try:
+        sess = Session.open(
+            base_url=setting(config, "base_url"),
+            api_key=setting(config, "api_key"),
+            model=setting(config, "model"),
+            profile=profile_for(config),
+            fixture_host=setting(config, "fixture_host"),
+            fixture_url=setting(config, "fixture_url"),
+            timeout=setting(config, "request_timeout") or DEFAULT_TIMEOUT,
+            body_dir=st.report_dir / "bodies" if st.report_dir is not None else None,
+        )
+    except SessionError as exc:
+        st.abort_reason = str(exc)
+        pytest.exit(f"eyechart: {exc}", returncode=2)
+    st.session = sess
+    try:
+        yield sess
+    finally:
+        sess.close()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    st = state_of(item.config)
+    if CHECK in item.stash and st.session is not None:
+        st.session.begin_check(item.stash[CHECK][0])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    rep: pytest.TestReport = yield
+    if CHECK not in item.stash:
+        return rep
+    st = state_of(item.config)
+    check = item.stash[CHECK]
+    check_id, severity, _spec = check
+    if rep.when == "call" or (rep.when == "setup" and not rep.passed):
+        pass
+    elif rep.when == "teardown" and rep.failed and getattr(st.results.get(check_id), "status", "") == "pass":
+        pass  # the check passed but its cleanup broke: a harness error worth seeing
+    else:
+        return rep
+    result = result_for(item, call, rep, check, st)
+    st.results[check_id] = result
+    if result.status == "warn":
+        rep.outcome = "skipped"
+        rep.wasxfail = f"[{severity}] {check_id}: {result.message}"
+    elif result.status in ("fail", "error"):
+        rep.longrepr = _longrepr(result, call)
+    return rep
+
+
+def _longrepr(result: CheckResult, call: pytest.CallInfo[None]) -> str:
+    text = finding_text(result).replace("\n", "\n  ")
+    if result.status == "error" and call.excinfo is not None:
+        text += "\n" + str(call.excinfo.getrepr(style="short"))
+    return text
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    st = state_of(session.config)
+    if not st.active:
+        return
+    st.finished = time.time()
+    if st.report_dir is not None and not session.config.option.collectonly:
+        st.written = write_reports(build_run(st), st.report_dir)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    st = state_of(config)
+    if not st.active or not st.results:
+        return
+    terminalreporter.section("eyechart conformance")
+    for line in summary_lines(build_run(st), st.written.get("html") or st.report_dir):
+        terminalreporter.write_line(line)

@@ -1,0 +1,83 @@
+"""Finding the target before a run: is it there, and which model does it serve?
+
+One bounded implementation for every job (``conform``, ``load``, the Locust file): a hostile or broken
+server (garbage, hang, endless or huge ``/models`` answer, reset) ends as a :class:`TargetError` with a
+one-line reason within ``timeout`` seconds and 1 MiB of memory, never as a hang. Each job turns a
+``TargetError`` into exit code 2.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from eyechart.profiles import Profile
+from eyechart.wire import exchange
+from eyechart.wire.exchange import Exchange
+
+PROBE_TIMEOUT = 5.0
+PROBE_MAX_BYTES = 1 << 20  # a model list is small; a bigger /models answer is not a model list
+
+
+class TargetError(Exception):
+    """The run cannot start: target unreachable, no usable model, bad base URL (exit code 2)."""
+
+
+def normalise_base_url(base_url: str, profile: Profile) -> str:
+    """The SDK-style base URL; a bare ``http://host:port`` gets the profile's ``base_path``."""
+    url = base_url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise TargetError(f"--base-url {base_url!r} is not an http(s) URL like http://127.0.0.1:8000/v1")
+    if parts.path in ("", "/"):
+        url += profile.base_path.rstrip("/")
+    return url
+
+
+def probe(base_url: str, api_key: str | None, timeout: float = PROBE_TIMEOUT) -> Exchange:
+    """``GET {base}/models`` once: proves the target completes an HTTP response at all (any status).
+
+    Bounded in wall-clock time (``timeout``, even against headers dripped byte by byte) and in memory
+    (the body is streamed and cut at 1 MiB)."""
+    with exchange.bounded_client(follow_redirects=False) as client:
+        ex = exchange.send(
+            client,
+            "GET",
+            f"{base_url}/models",
+            api_key=api_key,
+            timeout=timeout,
+            max_body_bytes=PROBE_MAX_BYTES,
+        )
+    if ex.error_class is None:
+        return ex
+    if ex.error_class == "connect":
+        raise TargetError(f"cannot reach target {base_url}: {ex.error}")
+    if ex.status is None and ex.error_class == "timeout":
+        raise TargetError(f"target {base_url} did not answer GET /models within {timeout:g} s")
+    if ex.status is None:
+        raise TargetError(
+            f"target {base_url} did not answer GET /models with HTTP ({ex.error_class}: {ex.error})"
+        )
+    raise TargetError(
+        f"target {base_url} answered GET /models with HTTP {ex.status} but the response did not complete "
+        f"({ex.error_class}: {ex.error})"
+    )
+
+
+def resolve_model(
+    base_url: str, api_key: str | None, model: str | None, timeout: float = PROBE_TIMEOUT
+) -> str:
+    """``model`` if given (after proving the target answers), else the only model ``/models`` lists;
+    anything else is a :class:`TargetError`."""
+    ex = probe(base_url, api_key, timeout)
+    if model:
+        return model
+    if ex.status != 200:
+        raise TargetError(f"GET {base_url}/models answered {ex.status}; pass --model (and check --api-key)")
+    try:
+        ids = [m["id"] for m in ex.json["data"] if isinstance(m, dict) and isinstance(m.get("id"), str)]
+    except (KeyError, TypeError) as exc:
+        raise TargetError(f"GET {base_url}/models is not a model list; pass --model") from exc
+    if len(ids) != 1:
+        listed = ", ".join(ids[:10]) or "none"
+        raise TargetError(f"{base_url}/models lists {len(ids)} models ({listed}); choose one with --model")
+    return str(ids[0])

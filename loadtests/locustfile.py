@@ -12,14 +12,16 @@ or with plain Locust, web UI included (API key from the environment, never on th
 Several processes on one machine: ``--processes N``; several machines: ``--master`` here and
 ``--worker --master-host HOST`` on each load machine (Locust's own distribution; eyechart's histograms
 are merged on the master). eyechart's options are listed under "eyechart" in ``locust --help``.
+This file is the load job's entry point: it wires the job (``eyechart.load``) to its report writer.
 """
 
 from locust import events
 
 from eyechart.load import session
 from eyechart.load.user import VisionChatUser
+from eyechart.report.load import write_reports
 
-session.install(events)
+session.install(events, write_reports=write_reports)
 
 
 class VisionChat(VisionChatUser):

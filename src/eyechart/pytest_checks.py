@@ -17,12 +17,13 @@ import pytest
 
 from eyechart.conform.recording import build_run, result_for
 from eyechart.conform.results import CheckResult
-from eyechart.conform.session import Session, SessionError
+from eyechart.conform.session import Session
 from eyechart.conform.spec import CheckSpec
 from eyechart.conform.state import state_of
 from eyechart.pytest_plugin import DEFAULT_TIMEOUT, profile_for, setting
 from eyechart.report.conformance import finding_text, summary_lines, write_reports
 from eyechart.severity import Severity
+from eyechart.wire.discovery import TargetError
 
 CHECK = pytest.StashKey[tuple[str, Severity, CheckSpec]]()
 
@@ -45,7 +46,7 @@ def open_session(config: pytest.Config) -> Iterator[Session]:
             timeout=setting(config, "request_timeout") or DEFAULT_TIMEOUT,
             body_dir=st.report_dir / "bodies" if st.report_dir is not None else None,
         )
-    except SessionError as exc:
+    except TargetError as exc:
         st.abort_reason = str(exc)
         pytest.exit(f"eyechart: {exc}", returncode=2)
     st.session = sess

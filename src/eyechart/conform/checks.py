@@ -49,7 +49,8 @@ def check(id: str, *, severity: SeveritySpec, clause: str) -> Callable[[F], F]:
     spec = CheckSpec(id=id, severity=severity, clause=clause)
 
     def decorate(fn: F) -> F:
-        return getattr(pytest.mark, MARK)(spec)(fn)
+        marked: F = getattr(pytest.mark, MARK)(spec)(fn)
+        return marked
 
     return decorate
 

@@ -24,32 +24,24 @@ For plain Locust (web UI): locust -f loadtests/locustfile.py --host URL  (see lo
 from __future__ import annotations
 
 import argparse
+import sys
 
+from eyechart import options
 from eyechart.exitcodes import ExitCode
 from eyechart.load import probe
 from eyechart.load.arrivals import ARRIVALS
+from eyechart.load.runner import RunError, execute, plan_from_args
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    t = parser.add_argument_group("target")
-    t.add_argument(
-        "--base-url", help="API base URL, e.g. http://host:8000/v1/openai (default: embedded target)"
-    )
-    t.add_argument("--api-key", help="Bearer key (default: $EYECHART_API_KEY); never written anywhere")
-    t.add_argument("--model", help="model id (default: the only model /models lists)")
+    t = options.add_target(parser)
     t.add_argument(
         "--target-arg",
         action="append",
         metavar="ARG",
         help="extra argument for the embedded target, repeatable (e.g. --target-arg=--speed=4)",
     )
-    f = parser.add_argument_group("fixture server (URL transport: image URLs the target fetches)")
-    f.add_argument("--fixture-host", metavar="HOST", help="bind address (default 127.0.0.1)")
-    f.add_argument(
-        "--fixture-url",
-        metavar="URL",
-        help="the fixture server's base URL as the target reaches it (and the port it listens on)",
-    )
+    options.add_fixture_server(parser, "URL transport: image URLs the target fetches")
     w = parser.add_argument_group("load")
     w.add_argument("--workload", default="captioning-mixed", help="workload name or .toml file")
     mode = w.add_mutually_exclusive_group()
@@ -77,20 +69,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="generator saturation budget: event-loop lag p99",
     )
     g.add_argument("--max-cpu", type=float, default=probe.DEFAULT_MAX_CPU, help="budget: CPU share of a core")
-    g.add_argument("--report-dir", default="reports", help="run folders go here (default: reports/)")
+    options.add_report_dir(g, "load")
     g.add_argument("--quiet", action="store_true", help="no live progress")
 
 
 def run(args: argparse.Namespace) -> int:
-    from eyechart.load.runner import RunError, execute, plan_from_args
-
     if args.users is None and args.rate is None:
         args.users = 8
     try:
         plan = plan_from_args(args)
     except RunError as exc:
-        import sys
-
         print(f"error: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)
     return execute(plan)

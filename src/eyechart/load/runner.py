@@ -10,21 +10,32 @@ one SIGINT on Ctrl-C, so the child's ``quitting`` hook still writes a partial re
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from rich.console import Console
+from rich.live import Live
 
 from eyechart import bundled
 from eyechart.exitcodes import ExitCode
+from eyechart.images.server import FixtureServer, FixtureServerError
 from eyechart.load.arrivals import ArrivalError, LoadModel
+from eyechart.load.workloads import Workload, WorkloadError, load_workload
+from eyechart.runs import new_run_dir
+from eyechart.target import DEFAULT_API_KEY
+from eyechart.target.launch import TargetStartError, start_target
+from eyechart.wire.discovery import TargetError, resolve_model
 
 
 class RunError(RuntimeError):
@@ -75,23 +86,9 @@ def parse_duration(text: str) -> float:
     return value
 
 
-def _check_target(base_url: str, api_key: str | None) -> None:
-    import httpx
-
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=10.0, trust_env=False)
-    except httpx.HTTPError as exc:
-        raise RunError(f"target {base_url} is unreachable: {type(exc).__name__}: {exc}") from None
-
-
 def _is_private(url: str) -> bool:
     """True when ``url``'s host is loopback, private or link-local: a target refuses to fetch from it
     unless told otherwise (the reference target's ``--allow-private-urls``)."""
-    import ipaddress
-    import socket
-    from urllib.parse import urlsplit
-
     host = urlsplit(url).hostname or ""
     if host == "localhost":
         return True
@@ -105,11 +102,9 @@ def _is_private(url: str) -> bool:
     return addr.is_loopback or addr.is_private or addr.is_link_local or addr.is_unspecified
 
 
-def start_fixture_server(plan: RunPlan) -> Any:
+def start_fixture_server(plan: RunPlan) -> FixtureServer:
     """The fixture image server for URL transport, on ``--fixture-host`` (default 127.0.0.1) and
     announced as ``--fixture-url`` when the target reaches it by another address."""
-    from eyechart.images.server import FixtureServer, FixtureServerError
-
     if plan.fixture_url and not plan.fixture_url.startswith(("http://", "https://")):
         raise RunError(f"--fixture-url {plan.fixture_url!r} is not an http(s) URL")
     server = FixtureServer(bind=plan.fixture_host or "127.0.0.1", public_url=plan.fixture_url)
@@ -157,8 +152,6 @@ def locust_command(
 
 def execute(plan: RunPlan) -> int:
     """Run the plan; returns the exit code (DESIGN.md "Exit codes")."""
-    from rich.console import Console
-
     console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False, soft_wrap=True)
     target = fixtures = None
     try:
@@ -170,12 +163,7 @@ def execute(plan: RunPlan) -> int:
         if plan.base_url:
             base_url = plan.base_url.rstrip("/")
             api_key = plan.api_key or os.environ.get("EYECHART_API_KEY", "")
-            if plan.model:  # otherwise discovering the model is the reachability check
-                _check_target(base_url, api_key)
         else:
-            from eyechart.target import DEFAULT_API_KEY
-            from eyechart.target.launch import TargetStartError, start_target
-
             api_key = plan.api_key or DEFAULT_API_KEY
             if not plan.quiet:
                 console.print("starting the embedded target ...")
@@ -187,22 +175,11 @@ def execute(plan: RunPlan) -> int:
             except TargetStartError as exc:
                 raise RunError(f"cannot start the embedded target: {exc}") from None
             base_url = target.base_url
-        if plan.model:
-            model = plan.model
-        else:
-            from eyechart.load.session import ModelError, discover_model
-
-            try:
-                model = discover_model(base_url, api_key)
-            except ModelError as exc:
-                raise RunError(str(exc)) from None
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = plan.report_dir / f"{stamp}-load"
-        n = 1
-        while run_dir.exists():
-            n += 1
-            run_dir = plan.report_dir / f"{stamp}-{n}-load"
-        run_dir.mkdir(parents=True)
+        try:  # the bounded probe: proves the target answers, and finds the model if none was given
+            model = resolve_model(base_url, api_key or None, plan.model)
+        except TargetError as exc:
+            raise RunError(str(exc)) from None
+        run_dir = new_run_dir(plan.report_dir, "load")
         cmd = locust_command(plan, run_dir, model, base_url, fixtures.base_url if fixtures else None)
         code = _run_locust(cmd, run_dir, api_key, plan, console)
         if fixtures is not None:
@@ -219,9 +196,7 @@ def execute(plan: RunPlan) -> int:
             fixtures.stop()
 
 
-def _check_workload(name: str) -> Any:
-    from eyechart.load.workloads import WorkloadError, load_workload
-
+def _check_workload(name: str) -> Workload:
     try:
         return load_workload(name)
     except WorkloadError as exc:
@@ -267,8 +242,6 @@ def _run_locust(cmd: list[str], run_dir: Path, api_key: str, plan: RunPlan, cons
 
 
 def _watch(proc: subprocess.Popen[bytes], run_dir: Path, plan: RunPlan, console: Any) -> None:
-    from rich.live import Live
-
     progress = run_dir / "progress.json"
     total = f"/{plan.requests}" if plan.requests else ""
     span = (plan.duration_s or 0) + plan.warmup_s + plan.cooldown_s

@@ -40,7 +40,11 @@ def finalize_summary(summary: Mapping[str, Any], verdict: GateVerdict) -> dict[s
 
 
 def write_reports(
-    run_dir: Path, summary: Mapping[str, Any], verdict: GateVerdict, stats: LoadStats, stages: list[dict]
+    run_dir: Path,
+    summary: Mapping[str, Any],
+    verdict: GateVerdict,
+    stats: LoadStats,
+    stages: list[dict[str, Any]],
 ) -> None:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

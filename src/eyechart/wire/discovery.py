@@ -50,7 +50,7 @@ def probe(base_url: str, api_key: str | None, timeout: float = PROBE_TIMEOUT) ->
     if ex.error_class is None:
         return ex
     if ex.error_class == "connect":
-        raise TargetError(f"cannot reach target {base_url}: {ex.error}")
+        raise TargetError(f"cannot reach target {base_url} (unreachable): {ex.error}")
     if ex.status is None and ex.error_class == "timeout":
         raise TargetError(f"target {base_url} did not answer GET /models within {timeout:g} s")
     if ex.status is None:

@@ -1,0 +1,220 @@
+"""The per-process state of a load run: what each Locust process sends, when, and what it measured.
+
+One :class:`LoadSession` per process that runs users (built on Locust's ``test_start``): the workload's
+request templates, the arrival schedule (open loop) or quota (closed loop), the mergeable stats, the
+record writer and the saturation probe. Users ask it what to send and when, and hand back each record.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import gevent
+import gevent.event
+
+from eyechart.load import arrivals, gates, probe
+from eyechart.load.metrics import itl_gaps
+from eyechart.load.recordfile import RecordWriter
+from eyechart.load.records import RequestRecord
+from eyechart.load.stats import LoadStats
+from eyechart.load.workloads import Template, build_templates, load_workload
+from eyechart.wire.discovery import resolve_model
+
+
+class LoadSession:
+    """Everything one load process needs while users run; the user asks it what to send and when."""
+
+    def __init__(
+        self, environment: Any, run_dir: Path, index: int, processes: int, run_time_hint: float | None = None
+    ) -> None:
+        o = environment.parsed_options
+        self.environment = environment
+        self.index = index
+        self.run_dir = run_dir
+        host = (environment.host or "").rstrip("/")
+        if not host:
+            raise SystemExit(
+                "eyechart: no --host given (the API base URL, e.g. http://127.0.0.1:8000/v1/openai)"
+            )
+        self.chat_url = host + "/chat/completions"
+        self.chat_path = urlsplit(self.chat_url).path
+        key = os.environ.get("EYECHART_API_KEY", "")
+        self.headers = {"Content-Type": "application/json", "Accept": "text/event-stream, application/json"}
+        if key:
+            self.headers["Authorization"] = f"Bearer {key}"
+        self.workload = load_workload(o.workload)
+        model = o.model or resolve_model(host, key or None, None)
+        url_for = None
+        if self.workload.uses_url:
+            base = (o.fixture_url or "").rstrip("/")
+            if not base:
+                raise SystemExit("eyechart: this workload sends image URLs: give --fixture-url")
+            url_for = lambda name: f"{base}/img/{name}"  # noqa: E731
+        self.templates: list[Template] = build_templates(
+            self.workload, model, url_for=url_for, max_tokens_param=o.max_tokens_param
+        )
+        self.model = model
+        self._rng = random.Random(arrivals.process_seed(o.seed, index))
+        self.t0 = time.monotonic_ns()
+        self.warmup_end = self.t0 + int(o.warmup * 1e9)
+        run_time = getattr(o, "run_time", None) or run_time_hint or 0
+        self.run_end = self.t0 + int(run_time * 1e9) if run_time else None
+        self.measure_end = self.run_end - int(o.cooldown * 1e9) if self.run_end else None
+        self.quota = int(arrivals.share(o.requests, processes, index)) if o.requests else None
+        self.schedule: arrivals.Schedule | None = None
+        self._open = o.rate > 0
+        self._options = o
+        self._processes = processes
+        self._started = gevent.event.Event()
+        if not self._open:
+            self._started.set()
+        self.issued = 0
+        self.done = 0
+        self.errors = 0
+        self.finished = False
+        self._request_ids = 0
+        self._prefix = f"ec-{uuid.uuid4().hex[:8]}-{index}-"
+        self.stats = LoadStats(per_request_slos(o.slo))
+        name = "requests.jsonl.gz" if processes == 1 else f"requests-part{index}.jsonl.gz"
+        self.writer = RecordWriter(run_dir / name)
+        # Everything built so far lives for the whole run: move it out of the collector's reach, so a
+        # full collection during the load window walks only the run's own new objects (a full pass
+        # over Locust, gevent and the templates costs tens of ms, and every stamp taken meanwhile is late).
+        gc.collect()
+        gc.freeze()
+        self.probe = probe.SaturationProbe()
+        self.probe.start()
+        self._fire = environment.events.request.fire
+        self._name = self.workload.name
+        self.users_started = 0
+        self._expected_users = int(getattr(environment.runner, "target_user_count", 0) or 0)
+        if self._open:
+            gevent.spawn_later(3.0, self.begin_schedule)  # never wait on spawning for long
+
+    def user_started(self) -> None:
+        """Called by each user's on_start: the schedule starts when the last one is up."""
+        self.users_started += 1
+        if self._open and self._expected_users and self.users_started >= self._expected_users:
+            self.begin_schedule()
+
+    def begin_schedule(self) -> None:
+        """Open loop starts once every user is spawned: spawning is not the target's queueing."""
+        if self._started.is_set():
+            return
+        o, index, processes = self._options, self.index, self._processes
+        now = time.monotonic_ns()
+        self.warmup_end = max(self.warmup_end, now)
+        if self.measure_end is not None:
+            self.warmup_end = min(self.warmup_end, self.measure_end)
+        self.schedule = arrivals.Schedule(
+            now,
+            arrivals.share(float(o.rate), processes, index),
+            o.arrival,
+            burstiness=o.burstiness,
+            seed=arrivals.process_seed(o.seed, index),
+            end_ns=self.run_end,
+            limit=self.quota,
+        )
+        self._started.set()
+
+    # -- asked by users ------------------------------------------------------------------------------
+    def next_send(self) -> int | None:
+        """Open loop: the next intended send time; closed loop: 0 (now). None: this process is done."""
+        if self._open:
+            self._started.wait()
+            assert self.schedule is not None
+            return self.schedule.next()
+        if self.quota is not None and self.issued >= self.quota:
+            return None
+        if self.run_end is not None and time.monotonic_ns() >= self.run_end:
+            return None
+        self.issued += 1
+        return 0
+
+    def pick(self) -> Template:
+        return self._rng.choice(self.templates)
+
+    def new_request_id(self) -> str:
+        self._request_ids += 1
+        return f"{self._prefix}{self._request_ids}"
+
+    def stage_of(self, t_ns: int) -> str:
+        if t_ns < self.warmup_end:
+            return "warmup"
+        if self.measure_end is not None and t_ns >= self.measure_end:
+            return "cooldown"
+        return "measure"
+
+    def record(self, rec: RequestRecord, chunk_times: list[int]) -> None:
+        self.stats.add(rec, itl_gaps(chunk_times) if len(chunk_times) > 1 else ())
+        self.writer.write(rec)
+        self.done += 1
+        exc = None
+        if rec.error_class is not None:
+            self.errors += 1
+            exc = RuntimeError(f"{rec.error_class}: {rec.error or ''}"[:200])
+        if rec.t_first is not None:
+            self._fire(
+                request_type="TTFT",
+                name=self._name,
+                response_time=(rec.t_first - rec.t_send) / 1e6,
+                response_length=rec.content_chunks,
+                exception=None,
+                context={},
+            )
+        self._fire(
+            request_type="E2E",
+            name=self._name,
+            response_time=((rec.t_end or rec.t_send) - rec.t_send) / 1e6,
+            response_length=rec.response_bytes,
+            exception=exc,
+            context={},
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def report(self) -> dict[str, Any]:
+        return {
+            "stats": self.stats.serialize(),
+            "probe": self.probe.snapshot(),
+            "done": self.done,
+            "errors": self.errors,
+            "index": self.index,
+            "info": self.info(),
+            "final": self.finished,
+        }
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "workload": self.workload.name,
+            "templates": len(self.templates),
+            "t0_ns": self.t0,
+            "warmup_end_ns": self.warmup_end,
+            "measure_end_ns": self.measure_end,
+            "run_end_ns": self.run_end,
+        }
+
+    def finish(self) -> None:
+        self.probe.stop()
+        self.writer.close()
+        self.finished = True
+
+
+def parse_fraction(text: str) -> float:
+    """``10%`` or ``0.1`` -> 0.1."""
+    t = str(text).strip()
+    value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    return value
+
+
+def per_request_slos(text: str) -> dict[str, float]:
+    if not text:
+        return {}
+    return dict(gates.per_request_slos(gates.parse_slo(text)))

@@ -260,3 +260,51 @@ def test_a_url_image_reproducer_says_how_to_serve_the_fixtures_again(
         server.terminate()
         server.wait(10)
     assert proc.stdout.strip() == "200", proc.stdout + proc.stderr
+
+
+USER_SUITE = """
+from eyechart.conform.checks import check, expect
+from eyechart.conform.session import Session, json_of
+
+
+@check("mine.models_listed", severity="MUST", clause="my team's rule: /models lists the model under test")
+def test_models_listed(api: Session) -> None:
+    ids = [m.get("id") for m in json_of(api.models()).get("data", [])]
+    expect(api.model in ids, "the model under test is not listed", got=ids)
+"""
+
+
+def test_list_shows_every_check_with_severity_and_clause(tmp_path: Path) -> None:
+    suite = tmp_path / "mine"
+    suite.mkdir()
+    (suite / "test_mine.py").write_text(USER_SUITE)
+    proc = _cli("--list", "--suite", str(suite), "--report-dir", str(tmp_path / "out"), timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = [line.split() for line in proc.stdout.splitlines()]
+    rows = {c[0]: c[1] for c in cells if len(c) > 1 and c[1] in ("MUST", "SHOULD", "INFO")}
+    assert rows["mine.models_listed"] == "MUST"
+    assert rows["auth.wrong_key"] in ("MUST", "SHOULD", "INFO") and len(rows) > 60
+    assert "my team" in proc.stdout
+    assert not (tmp_path / "out").exists()  # listing sends nothing and writes nothing
+
+
+def test_suite_runs_a_users_checks_beside_the_bundled_ones(target: RunningTarget, tmp_path: Path) -> None:
+    suite = tmp_path / "mine"
+    suite.mkdir()
+    (suite / "test_mine.py").write_text(USER_SUITE)
+    (suite / "test_endpoints.py").write_text("")  # same file name as a bundled module: still imported apart
+    opts = ConformOptions(
+        base_url=target.base_url,
+        api_key=target.api_key,
+        only=["mine.*", "models.list"],
+        report_dir=tmp_path / "out",
+        extra_suites=[suite],
+        progress=False,
+    )
+    outcome = run_conformance(opts)
+    assert outcome.run is not None, outcome.message
+    assert {r.id: r.status for r in outcome.run.results} == {
+        "mine.models_listed": "pass",
+        "models.list": "pass",
+    }
+    assert int(outcome.code) == 0

@@ -13,17 +13,26 @@ import sys
 from rich_argparse import RawDescriptionRichHelpFormatter
 
 from eyechart import __version__
-from eyechart.exitcodes import EXIT_CODES_HELP, ExitCode
+from eyechart.exitcodes import JOB_CODES, SERVICE_CODES, ExitCode, exit_codes_help
 
-# sub-command -> (module, one-line summary)
-COMMANDS: dict[str, tuple[str, str]] = {
+# sub-command -> (module, one-line summary, the exit codes it can end with)
+COMMANDS: dict[str, tuple[str, str, tuple[ExitCode, ...]]] = {
     "serve": (
         "eyechart.target.command",
         "run the embedded reference target (vision chat API, simulated GPU)",
+        SERVICE_CODES,
     ),
-    "conform": ("eyechart.conform.command", "check a server against the vision chat contract (CI gate)"),
-    "load": ("eyechart.load.command", "drive a workload with Locust and gate on SLOs and baselines"),
-    "fixtures": ("eyechart.images.command", "generate, list or serve the image fixtures"),
+    "conform": (
+        "eyechart.conform.command",
+        "check a server against the vision chat contract (CI gate)",
+        JOB_CODES,
+    ),
+    "load": (
+        "eyechart.load.command",
+        "drive a workload with Locust and gate on SLOs and baselines",
+        JOB_CODES,
+    ),
+    "fixtures": ("eyechart.images.command", "generate, list or serve the image fixtures", SERVICE_CODES),
 }
 
 
@@ -36,16 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="eyechart",
         description="An eye exam for OpenAI-compatible vision chat APIs: conformance, load, reference target."
         "\nWithout --base-url, `conform` and `load` start the embedded target themselves.",
-        epilog=EXIT_CODES_HELP,
+        epilog=exit_codes_help(),
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"eyechart {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, summary) in COMMANDS.items():
-        module = importlib.import_module(module_name)
+    for name, (module_name, summary, codes) in COMMANDS.items():
+        module = importlib.import_module(module_name)  # by name: the table above is the list of jobs
         doc = (module.__doc__ or summary).strip()
         p = sub.add_parser(
-            name, help=summary, description=doc, epilog=EXIT_CODES_HELP, formatter_class=_Formatter
+            name, help=summary, description=doc, epilog=exit_codes_help(codes), formatter_class=_Formatter
         )
         module.configure(p)
         p.set_defaults(_run=module.run)

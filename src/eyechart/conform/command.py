@@ -112,8 +112,9 @@ def _list(opts: ConformOptions, console: Console) -> int:
         console.print(f"[bold red]eyechart conform:[/] {problem}", highlight=False)
         return int(ExitCode.USAGE)
     table = Table(title=f"{len(checks)} checks (profile {opts.profile})", box=None, padding=(0, 2))
-    for col in ("id", "severity", "clause"):
-        table.add_column(col, overflow="fold")
+    table.add_column("id", no_wrap=True)
+    table.add_column("severity", no_wrap=True)
+    table.add_column("clause", overflow="fold")
     for check_id, severity, clause in checks:
         table.add_row(check_id, severity, clause)
     console.print(table)

@@ -190,10 +190,10 @@ def list_checks(opts: ConformOptions) -> tuple[list[tuple[str, Severity, str]], 
     """Every check id of the suite(s) with its severity (for the profile) and clause, in suite order;
     or the reason the suite could not be collected. Nothing is sent to any target."""
     observer = _Observer(Console(), show_progress=False)
-    code = pytest.main([*pytest_args(opts, None), "--collect-only", "-q"], plugins=[observer])
+    code = pytest.main([*pytest_args(opts, None), "--collect-only"], plugins=[observer])
     config = observer.config
-    if observer.collect_errors or config is None:
+    if observer.collect_errors:
         return [], "the suite could not be collected:\n  " + "\n  ".join(observer.collect_errors)
-    if code == pytest.ExitCode.USAGE_ERROR:
-        return [], "pytest usage error (bad profile or --set?)"
+    if config is None or code == pytest.ExitCode.USAGE_ERROR:
+        return [], "pytest could not collect the suite (a bad profile, --set or --suite?)"
     return list(state_of(config).catalogue), None

@@ -16,9 +16,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m eyechart.demo
 
-lint: $(STAMP)
+lint: $(STAMP) typecheck
 	$(BIN)/ruff check src tests bench conformance loadtests
 	$(BIN)/ruff format --check src tests bench conformance loadtests
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
 	$(BIN)/mypy src/eyechart
 
 test: $(STAMP) lint

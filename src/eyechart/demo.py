@@ -17,13 +17,13 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
 
 from eyechart.images import FixtureServer, data_uri, get
+from eyechart.runs import new_run_dir
 from eyechart.target.launch import RunningTarget, start_target
 
 SHOWCASE_PROMPTS: list[tuple[str, str, list[tuple[str, str]]]] = [
@@ -103,8 +103,7 @@ def _eyechart(*args: str) -> int:
 
 def main() -> int:
     console = Console()
-    run_dir = Path(os.environ.get("EYECHART_DEMO_DIR", "reports")) / f"{time.strftime('%Y%m%d-%H%M%S')}-demo"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = new_run_dir(os.environ.get("EYECHART_DEMO_DIR", "reports"), "demo")
     console.rule("eyechart demo: starting the embedded reference target")
     with start_target(args=["--allow-private-urls"]) as target, FixtureServer() as fixtures:
         console.print(f"target {target.base_url}  model {target.model}  (pid {target.pid})")

@@ -1,8 +1,9 @@
 """Conformance profiles: the knobs in which OpenAI-compatible servers legitimately differ.
 
-A profile is a TOML file in ``conformance/profiles/``; every knob marked (profile) in CONTRACT.md is a
-field here, never a constant in a check. ``load_profile(name, overrides)`` applies per-knob overrides
-given on the command line as ``knob=value`` (value parsed as TOML, bare words as strings).
+A profile is a TOML file in ``conformance/profiles/``; every knob marked (profile) in
+``conformance/CONTRACT.md`` is a field here, never a constant in a check. ``load_profile(name,
+overrides)`` applies per-knob overrides given on the command line as ``knob=value`` (value parsed as
+TOML, bare words as strings).
 
 Two knobs describe a deployment rather than an API, so users set them per run with ``--set``:
 ``context_length`` (vLLM ``--max-model-len``, llama.cpp ``--n_ctx``) and ``auth_required`` (false for a
@@ -57,7 +58,7 @@ class Profile:
     incremental_streaming: Severity = "MUST"
     capability_severity: Severity = "SHOULD"
     strict_spec_severity: Severity = "SHOULD"
-    # Security probes of image fetching (CONTRACT.md section 7): private addresses, redirects, slow
+    # Security probes of image fetching (conformance/CONTRACT.md): private addresses, redirects, slow
     # drips, lying lengths, unbounded streams. The scheme and decompression-bomb probes always run
     # ("a client mistake is 4xx, never 5xx" is not fetch policy).
     security_probes: bool = True

@@ -2,12 +2,13 @@
 
 A check is a pytest test function in ``conformance/`` decorated with :func:`check`::
 
-    @check("auth.missing_key", severity="MUST", clause="1. Missing or wrong key: 401 with an error body")
+    @check("auth.missing_key", severity="MUST", clause="auth.key_required")
     def test_missing_key(api):
         ex = api.chat(api.vision_body(), auth=False)
         expect(ex.status == 401, "a request without a key must get 401", exchange=ex,
                expected=401, got=ex.status)
 
+``clause`` is the stable id of the clause of ``conformance/CONTRACT.md`` the check enforces.
 Inside a check, :func:`fail`, :func:`expect` and :func:`expect_schema` raise :class:`CheckFailed`,
 which carries what was expected, what came, the JSON pointer of a schema error and the exchange; the
 plugin turns it into a finding with a curl reproducer. :func:`skip` records a reason, never a pass.

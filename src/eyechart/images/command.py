@@ -24,6 +24,7 @@ from rich.table import Table
 
 from eyechart.exitcodes import ExitCode
 from eyechart.images import fixtures
+from eyechart.images.server import FixtureServer, FixtureServerError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -131,8 +132,6 @@ def _build(include_large: bool, cache: Path | None, write_manifest: bool) -> int
 
 
 def _serve(bind: str, port: int, public_url: str | None) -> int:
-    from eyechart.images.server import FixtureServer, FixtureServerError
-
     console = _console(stderr=True)
     server = FixtureServer(bind=bind, port=port, public_url=public_url)
     try:

@@ -41,14 +41,14 @@ class SaturationProbe:
     wall_s: float = 0.0
 
     def start(self) -> None:
-        import gevent
+        import gevent  # only inside Locust: `eyechart load` reads this module's budgets without gevent
 
         self._cpu0 = time.process_time()
         self._wall0 = time.monotonic()
         self._greenlet = gevent.spawn(self._run)
 
     def _run(self) -> None:
-        import gevent
+        import gevent  # see start()
 
         interval = self.interval_s
         counts = self.lag_counts

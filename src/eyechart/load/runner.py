@@ -151,7 +151,7 @@ def locust_command(
 
 
 def execute(plan: RunPlan) -> int:
-    """Run the plan; returns the exit code (DESIGN.md "Exit codes")."""
+    """Run the plan; returns the exit code (:mod:`eyechart.exitcodes`)."""
     console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False, soft_wrap=True)
     target = fixtures = None
     try:

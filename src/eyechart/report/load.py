@@ -26,6 +26,7 @@ from eyechart.load.gates import GateVerdict
 from eyechart.load.histograms import ERROR_BOUND
 from eyechart.load.metrics import LATENCY_METRICS, METRICS, RUN_METRICS
 from eyechart.load.stats import ERROR_CLASSES, LoadStats
+from eyechart.report import plots
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "summary.schema.json"
 TABLE_STATS = ("count", "mean", "p50", "p90", "p95", "p99", "max")
@@ -174,8 +175,6 @@ def _num(x: Any) -> str:
 
 
 def render_html(summary: Mapping[str, Any], stats: LoadStats, stages: Sequence[Mapping[str, Any]]) -> str:
-    from eyechart.report import plots
-
     code = summary.get("verdict", {}).get("exit_code", 0)
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",

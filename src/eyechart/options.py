@@ -2,7 +2,8 @@
 
 ``eyechart conform`` and ``eyechart load`` both talk to a target (``--base-url``, ``--api-key``,
 ``--model``), may serve fixture images (``--fixture-host``, ``--fixture-url``) and write run folders
-(``--report-dir``). The pytest plugin spells the same settings ``--eyechart-*``.
+(``--report-dir``). The pytest plugin spells the same settings ``--eyechart-*``; both read
+``EYECHART_BASE_URL``, ``EYECHART_API_KEY`` and ``EYECHART_MODEL`` when the flag is not given.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ def add_target(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     g.add_argument(
         "--base-url",
         metavar="URL",
+        default=os.environ.get("EYECHART_BASE_URL") or None,
         help="the API's base URL as an OpenAI SDK takes it, e.g. http://host:8000/v1/openai "
-        "(default: start the embedded target)",
+        "(default: $EYECHART_BASE_URL, else start the embedded target)",
     )
     g.add_argument(
         "--api-key",

@@ -32,6 +32,11 @@ COMMANDS: dict[str, tuple[str, str, tuple[ExitCode, ...]]] = {
         "drive a workload with Locust and gate on SLOs and baselines",
         JOB_CODES,
     ),
+    "plan": (
+        "eyechart.plan.command",
+        "plan capacity from a load run: max goodput under SLOs, replicas, cost",
+        (ExitCode.OK, ExitCode.USAGE, ExitCode.INVALID_RUN),
+    ),
     "fixtures": ("eyechart.images.command", "generate, list or serve the image fixtures", SERVICE_CODES),
 }
 

@@ -89,7 +89,9 @@ def test_bad_flags_exit_2_with_a_clear_error(args: list[str], tmp_path: Path) ->
     assert proc.stdout.strip() or proc.stderr.strip()
 
 
-def test_only_matching_nothing_is_an_invalid_run(target: RunningTarget, tmp_path: Path) -> None:
+def test_only_matching_nothing_is_a_usage_error(target: RunningTarget, tmp_path: Path) -> None:
+    """A pattern that selects nothing is the user's typo (exit 2, said before anything runs), not a run
+    that proved nothing (4)."""
     opts = ConformOptions(
         base_url=target.base_url,
         api_key=target.api_key,
@@ -97,7 +99,8 @@ def test_only_matching_nothing_is_an_invalid_run(target: RunningTarget, tmp_path
         report_dir=tmp_path,
         progress=False,
     )
-    assert run_conformance(opts).code == 4
+    outcome = run_conformance(opts)
+    assert outcome.code == 2 and "--only 'nothing.*' matches no check id" in outcome.message
 
 
 # break in the proxy -> (check id that must fail, status) ; run with --only on that check

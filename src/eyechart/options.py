@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 
 def add_target(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -59,3 +60,20 @@ def add_report_dir(group: argparse._ArgumentGroup | argparse.ArgumentParser, job
         default="reports",
         help=f"where the run folder <timestamp>-{job}/ goes (default: reports/)",
     )
+
+
+def report_dir_problem(path: Path | str, flag: str = "--report-dir") -> str | None:
+    """Why run folders cannot be made under ``path`` (a file, or not writable), or None: asked before a
+    run starts, so a typo costs one line instead of a finished run with nowhere to put its report."""
+    p = Path(path)
+    probe = p
+    while not probe.exists():  # the nearest existing ancestor decides whether the folders can be made
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        what = "is a file" if probe == p else f"cannot be made: {probe} is a file"
+        return f"{flag} {str(p)!r} {what}, not a folder"
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        return f"{flag} {str(p)!r} is not writable (no write permission on {probe})"
+    return None

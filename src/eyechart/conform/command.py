@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 def _list(opts: ConformOptions, console: Console) -> int:
     checks, problem = list_checks(opts)
     if problem:
-        console.print(f"[bold red]eyechart conform:[/] {problem}", highlight=False)
+        console.print(f"[bold red]eyechart conform:[/] {problem}", highlight=False, soft_wrap=True)
         return int(ExitCode.USAGE)
     table = Table(title=f"{len(checks)} checks (profile {opts.profile})", box=None, padding=(0, 2))
     table.add_column("id", no_wrap=True)

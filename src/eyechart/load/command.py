@@ -79,6 +79,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         plan = plan_from_args(args)
     except RunError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"eyechart load: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)
     return execute(plan)

@@ -31,11 +31,14 @@ from eyechart import bundled
 from eyechart.exitcodes import ExitCode
 from eyechart.images.server import FixtureServer, FixtureServerError
 from eyechart.load.arrivals import ArrivalError, LoadModel
-from eyechart.load.workloads import Workload, WorkloadError, load_workload
+from eyechart.load.gates import GateError, parse_slo
+from eyechart.load.workloads import Workload, WorkloadError, build_templates, load_workload
+from eyechart.options import report_dir_problem
+from eyechart.profiles import load_profile
 from eyechart.runs import new_run_dir
 from eyechart.target import DEFAULT_API_KEY
 from eyechart.target.launch import TargetStartError, start_target
-from eyechart.wire.discovery import TargetError, resolve_model
+from eyechart.wire.discovery import TargetError, normalise_base_url, resolve_model
 
 
 class RunError(RuntimeError):
@@ -155,13 +158,16 @@ def execute(plan: RunPlan) -> int:
     console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False, soft_wrap=True)
     target = fixtures = None
     try:
-        workload = _check_workload(plan.workload)
+        workload = check_plan(plan)
         if workload.uses_url:
             fixtures = start_fixture_server(plan)
             if not plan.quiet:
                 console.print(f"fixture server {fixtures.base_url} (image URLs the target fetches)")
         if plan.base_url:
-            base_url = plan.base_url.rstrip("/")
+            try:  # a bare http://host:port gets the default profile's base path, as in `conform`
+                base_url = normalise_base_url(plan.base_url, load_profile())
+            except TargetError as exc:
+                raise RunError(str(exc)) from None
             api_key = plan.api_key or os.environ.get("EYECHART_API_KEY", "")
         else:
             api_key = plan.api_key or DEFAULT_API_KEY
@@ -187,7 +193,7 @@ def execute(plan: RunPlan) -> int:
             console.print(f"fixture server: {served} image fetches", markup=False)
         return code
     except RunError as exc:
-        console.print(f"[bold red]error:[/] {exc}", markup=True)
+        console.print(f"[bold red]eyechart load:[/] {exc}", markup=True)
         return int(ExitCode.USAGE)
     finally:
         if target is not None:
@@ -196,11 +202,27 @@ def execute(plan: RunPlan) -> int:
             fixtures.stop()
 
 
-def _check_workload(name: str) -> Workload:
+def check_plan(plan: RunPlan) -> Workload:
+    """Every mistake in the plan that can be found before anything starts (SLO syntax, report folder,
+    baseline folder, workload keys and images): raised as one :class:`RunError` line naming the flag or
+    file. Returns the workload."""
+    if plan.slo:
+        try:
+            parse_slo(plan.slo)
+        except GateError as exc:
+            raise RunError(f"--slo: {exc}") from None
+    problem = report_dir_problem(plan.report_dir)
+    if problem:
+        raise RunError(problem)
+    if plan.baseline and not (Path(plan.baseline) / "summary.json").is_file():
+        raise RunError(f"--baseline {plan.baseline!r} is not a load run folder (no summary.json in it)")
     try:
-        return load_workload(name)
-    except WorkloadError as exc:
-        raise RunError(str(exc)) from None
+        workload = load_workload(plan.workload)
+        # the same bodies the load processes will build, so bad images or keys show up now, not in locust.log
+        build_templates(workload, plan.model or "model", url_for=lambda name: f"http://127.0.0.1/img/{name}")
+    except (WorkloadError, OSError) as exc:
+        raise RunError(f"--workload: {exc}") from None
+    return workload
 
 
 def _run_locust(cmd: list[str], run_dir: Path, api_key: str, plan: RunPlan, console: Any) -> int:

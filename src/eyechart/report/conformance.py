@@ -161,12 +161,18 @@ def print_summary(
     """The terminal summary with rich: counts by severity and status, the findings, the report path."""
     code = exit_code(run)
     console.print(
-        Text.assemble(
-            (f"eyechart conform: {code.verdict}", _VERDICT_STYLE.get(int(code), "bold")),
-            f"  {scrub(run.target, run.secrets)} · model {run.model} · profile {run.profile}"
-            f" · {len(run.results)} checks in {run.duration_s:.1f} s",
-        )
+        Text.assemble((f"eyechart conform: {code.verdict}", _VERDICT_STYLE.get(int(code), "bold"))),
+        soft_wrap=True,
     )
+    embedded = " (embedded target)" if run.embedded else ""
+    selection = "".join(f" --only {p}" for p in run.only) + "".join(f" --skip {p}" for p in run.skip)
+    for key, value in (
+        ("target", f"{scrub(run.target, run.secrets)}{embedded}"),
+        ("model", run.model),
+        ("profile", run.profile + (" · strict" if run.strict else "") + selection),
+        ("checks", f"{len(run.results)} in {run.duration_s:.1f} s"),
+    ):
+        console.print(f"  {key:<8} {value}", markup=False, highlight=False, soft_wrap=True)
     table = Table(box=None, padding=(0, 2), show_edge=False)
     table.add_column("severity")
     styles = {"fail": "red", "error": "yellow", "warn": "magenta", "skip": "dim", "pass": "green"}
@@ -181,15 +187,33 @@ def print_summary(
         line = Text(f"  {r.status.upper():5} ", style=styles[r.status])
         line.append(f"{r.severity:6} {r.id}", style="bold")
         line.append(f"  {scrub(_oneline(r.message, 100), run.secrets)}")
-        console.print(line, overflow="ellipsis", no_wrap=True)
+        console.print(line, soft_wrap=True)
     if len(findings) > limit:
         console.print(f"  … and {len(findings) - limit} more findings in the report")
+    for reason, ids in skipped_must_by_reason(run).items():
+        console.print(
+            f"  {len(ids)} MUST check{'s' if len(ids) > 1 else ''} skipped: {scrub(reason, run.secrets)}",
+            style="dim",
+            markup=False,
+            soft_wrap=True,
+        )
+        console.print(f"      {', '.join(ids)}", style="dim", markup=False, soft_wrap=True)
     if run.not_run:
         console.print(
             f"  {len(run.not_run)} selected checks never reported (the run stopped early)", style="yellow"
         )
     if report_path:
         console.print(f"report: {report_path}")
+
+
+def skipped_must_by_reason(run: ConformanceRun) -> dict[str, list[str]]:
+    """Skipped MUST checks grouped by the reason they give, largest group first: a MUST that was not
+    judged is a gap in the verdict, and the reason says what would close it."""
+    groups: dict[str, list[str]] = {}
+    for r in run.ordered():
+        if r.status in ("skip", "not_judged") and r.severity == "MUST":
+            groups.setdefault(_oneline(r.message, 400), []).append(r.id)
+    return dict(sorted(groups.items(), key=lambda kv: -len(kv[1])))
 
 
 def write_reports(run: ConformanceRun, out_dir: Path) -> dict[str, Path]:

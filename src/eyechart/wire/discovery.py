@@ -15,6 +15,13 @@ from eyechart.wire import exchange
 from eyechart.wire.exchange import Exchange
 
 PROBE_TIMEOUT = 5.0
+# The embedded target's documented local key (eyechart.target.DEFAULT_API_KEY; the wire layer cannot
+# import the target, so the words are repeated here for the hint).
+LOCAL_KEY = "eyechart-local"
+KEY_HINT = (
+    "give the key with --api-key or $EYECHART_API_KEY "
+    f"(the embedded target started by `eyechart serve` accepts {LOCAL_KEY!r})"
+)
 PROBE_MAX_BYTES = 1 << 20  # a model list is small; a bigger /models answer is not a model list
 
 
@@ -50,7 +57,11 @@ def probe(base_url: str, api_key: str | None, timeout: float = PROBE_TIMEOUT) ->
     if ex.error_class is None:
         return ex
     if ex.error_class == "connect":
-        raise TargetError(f"cannot reach target {base_url} (unreachable): {ex.error}")
+        host = urlsplit(base_url).netloc
+        raise TargetError(
+            f"cannot reach target {base_url} (unreachable: {ex.error}); check the host and port {host} "
+            "in --base-url and that the server is running"
+        )
     if ex.status is None and ex.error_class == "timeout":
         raise TargetError(f"target {base_url} did not answer GET /models within {timeout:g} s")
     if ex.status is None:
@@ -63,16 +74,31 @@ def probe(base_url: str, api_key: str | None, timeout: float = PROBE_TIMEOUT) ->
     )
 
 
+def base_path_hint(base_url: str) -> str:
+    """What to try when the models route is not found: the base path is most likely wrong."""
+    parts = urlsplit(base_url)
+    root = f"{parts.scheme}://{parts.netloc}"
+    return (
+        f"the base path {parts.path or '/'!r} is probably wrong; --base-url should end where the API's "
+        f"routes start, e.g. {root}/v1 or {root}/v1/openai"
+    )
+
+
 def resolve_model(
     base_url: str, api_key: str | None, model: str | None, timeout: float = PROBE_TIMEOUT
 ) -> str:
     """``model`` if given (after proving the target answers), else the only model ``/models`` lists;
     anything else is a :class:`TargetError`."""
     ex = probe(base_url, api_key, timeout)
+    if ex.status in (401, 403):
+        said = "no key was given" if not api_key else "the key was refused"
+        raise TargetError(f"GET {base_url}/models answered HTTP {ex.status}: {said}; {KEY_HINT}")
     if model:
         return model
+    if ex.status == 404:
+        raise TargetError(f"GET {base_url}/models answered HTTP 404: {base_path_hint(base_url)}")
     if ex.status != 200:
-        raise TargetError(f"GET {base_url}/models answered {ex.status}; pass --model (and check --api-key)")
+        raise TargetError(f"GET {base_url}/models answered HTTP {ex.status}; name the model with --model")
     try:
         ids = [m["id"] for m in ex.json["data"] if isinstance(m, dict) and isinstance(m.get("id"), str)]
     except (KeyError, TypeError) as exc:

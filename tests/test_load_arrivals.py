@@ -80,12 +80,17 @@ def test_reader_framing_and_protocol_errors() -> None:
         b": keep-alive\r", b'data:{"choices": [{"delta": {"content": "a"}}]}\r\n\r\n', b"data: [DONE]\r\r"
     )
     assert r.chunk_times == [2] and r.error_class is None and r.completion_tokens is None
-    assert _read(b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n').error_class == "protocol"  # no [DONE]
+    assert _read(b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n').error_class == "no_done"
     bad = _read(b'data: {"choices":[{"delta":{"content":"a"}}]\n\ndata: [DONE]\n\n')
-    assert bad.error_class == "protocol" and "JSON" in (bad.error or "")
+    assert bad.error_class == "malformed" and "JSON" in (bad.error or "")
     err = _read(b'data: {"error":{"message":"boom"}}\n\n')
-    assert err.error_class == "protocol" and "boom" in (err.error or "")
-    assert _read(b"data: [DONE]\n\ndata: {}\n\n").error_class == "protocol"
+    assert err.error_class == "malformed" and "boom" in (err.error or "")
+    assert _read(b"data: [DONE]\n\ndata: {}\n\n").error_class == "malformed"
+    # the connection closed mid-event: a disconnect, not the half event's bad JSON
+    cut = StreamReader()
+    cut.feed(b'data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choi', 1)
+    cut.close(complete=False)
+    assert cut.error_class == "disconnect" and cut.chunk_times == [1]
 
 
 def test_content_outside_the_fast_path_is_still_counted_once() -> None:

@@ -105,7 +105,7 @@ def test_gates_pass_and_fail_with_exit_codes() -> None:
     assert [r.name for r in v.results if not r.passed] == ["ttft_p95"]
     assert evaluate(crafted(errors__rate=0.02), slos).exit_code == 1
     # Too few samples makes the run invalid, and invalid outranks a breached SLO.
-    v = evaluate(crafted(requests__total=5, metrics__ttft__p95=250.0), slos)
+    v = evaluate(crafted(requests__ok=5, metrics__ttft__p95=250.0), slos)
     assert v.exit_code == 4
     assert evaluate(crafted(run={"harness_saturated": True}), slos).exit_code == 4
     lag = {"unit": "ms", "count": 500, "p99": 120.0}

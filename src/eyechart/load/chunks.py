@@ -4,8 +4,8 @@ It runs once per socket read on the hot path (~150k chunks/s), so events are spl
 and an event is JSON-parsed only when the fast path cannot decide. The fast path looks at the bytes
 after ``"content":`` — ``""`` or ``null`` means empty, anything else non-empty (a role-only first chunk
 is not the first token) — and checks the event is a ``{...}`` object. Tradeoff: a chunk whose JSON is
-broken *inside* (not at its ends) and that carries content is counted as content, not as a protocol
-error; ``eyechart conform`` parses every chunk strictly and catches that. Events without ``"content"``
+broken *inside* (not at its ends) and that carries content is counted as content, not as
+``malformed``; ``eyechart conform`` parses every chunk strictly and catches that. Events without ``"content"``
 (role-only without content, finish, usage, error) and events with a ``"usage": {...}`` are parsed in
 full. No Locust import here: importing Locust monkey-patches the process.
 """
@@ -36,9 +36,9 @@ class StreamReader:
         "prompt_tokens",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, chunk_times: list[int] | None = None) -> None:
         self._buf = b""
-        self.chunk_times: list[int] = []
+        self.chunk_times: list[int] = [] if chunk_times is None else chunk_times
         self.done = False
         self.after_done = False
         self.prompt_tokens: int | None = None
@@ -137,13 +137,16 @@ class StreamReader:
             if isinstance(delta, dict) and delta.get("content") and not counted:
                 self.chunk_times.append(t_ns)
 
-    def _protocol(self, why: str) -> None:
+    def _protocol(self, why: str, error_class: ErrorClass = "malformed") -> None:
         if self.error_class is None:
-            self.error_class = "protocol"
+            self.error_class = error_class
             self.error = why
 
-    def close(self) -> None:
-        """The body ended: anything pending or missing is a protocol error."""
+    def close(self, complete: bool = True) -> None:
+        """The body ended (``complete``: the HTTP message ended properly, else the connection closed
+        early: ``disconnect``); anything pending is ``malformed``, a missing ``[DONE]`` ``no_done``."""
+        if not complete and not self.done:
+            self._protocol("connection closed before the end of the body", "disconnect")
         if self._buf.strip():
             rest = self._general(self._buf.replace(b"\r", b"\n"))
             self._buf = b""
@@ -152,7 +155,7 @@ class StreamReader:
         if self.after_done:
             self._protocol("data after [DONE]")
         elif not self.done:
-            self._protocol("stream ended without [DONE]")
+            self._protocol("stream ended without [DONE]", "no_done")
 
 
 def classify_status(status: int) -> ErrorClass | None:
@@ -163,7 +166,8 @@ def classify_status(status: int) -> ErrorClass | None:
     return "4xx" if status < 500 else "5xx"
 
 
-def classify_exception(exc: BaseException) -> ErrorClass:
+def classify_exception(exc: BaseException, *, reading: bool = False) -> ErrorClass:
+    """``reading``: the response had started (a reset then is a ``disconnect``, not ``connect``)."""
     name = type(exc).__name__.lower()
     text = str(exc).lower()
     if "timeout" in name or "timed out" in text:
@@ -171,7 +175,7 @@ def classify_exception(exc: BaseException) -> ErrorClass:
     if isinstance(exc, ConnectionRefusedError | ConnectionResetError) or "refused" in text:
         return "connect"
     if "parse" in name or "protocol" in name:
-        return "protocol"
+        return "malformed"
     if isinstance(exc, OSError):
-        return "connect"
-    return "protocol"
+        return "disconnect" if reading else "connect"
+    return "disconnect" if reading else "malformed"

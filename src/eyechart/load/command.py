@@ -15,6 +15,11 @@ A workload with URL transport (captioning-mixed sends 30 % of its images as URLs
 server started here; the embedded target is then allowed to fetch from loopback (--allow-private-urls).
 Open loop (--rate) keeps every request's intended send time: sends that go out late are reported as
 schedule lag and TTFT_sched, never hidden. Warmup/cooldown requests are recorded but not in the stats.
+Every sent request is one record: after the last stage nothing new is sent and requests in flight get
+--drain to finish; the rest are "incomplete" (not failures). Failed runs fail: a key the target refuses
+stops before the run (exit 2), a run where no request succeeds is invalid (exit 4), and unless --slo
+sets error_rate the gate error_rate<=5% applies (exit 1). The first 20 requests all failing with the
+same 4xx (not 429) stop the run early.
 Each run writes <report-dir>/<time>-load/: summary.json, stages.csv, requests.jsonl.gz, junit.xml,
 index.html, Locust's CSV and HTML. A run in which the generator itself saturates (event-loop lag p99
 over 10 ms, or CPU over 95% of a core per process) is marked invalid (exit 4).
@@ -55,6 +60,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     stop.add_argument("--requests", type=int, help="stop after N requests instead of a duration")
     w.add_argument("--warmup", default="0s", help="time before the measured window (excluded from stats)")
     w.add_argument("--cooldown", default="0s", help="time after the measured window (excluded from stats)")
+    w.add_argument(
+        "--drain",
+        default="60s",
+        help="after the last stage nothing new is sent; requests in flight may finish for this long, "
+        "then count as incomplete (default 60s)",
+    )
+    w.add_argument(
+        "--request-timeout", default="120s", help="one request longer than this is a timeout failure"
+    )
     w.add_argument("--seed", type=int, default=0, help="seed for arrivals and request choice")
     w.add_argument("--processes", type=int, default=1, help="load processes (Locust master + N workers)")
     g = parser.add_argument_group("gates and reports")

@@ -83,10 +83,16 @@ def finalize(
     }
     summary = stats.summary(run_info)
     summary["saturation"] = saturation
+    summary["warnings"] += gates.warnings(summary)
+    if session is not None and session.stopped_early:
+        summary["warnings"].insert(0, session.stopped_early)
+    for rep in worker_reports.values():
+        if rep.get("stopped_early") and rep["stopped_early"] not in summary["warnings"]:
+            summary["warnings"].insert(0, rep["stopped_early"])
     verdict = gates.GateVerdict()
     code = int(ExitCode.OK)
     try:
-        slos = gates.parse_slo(o.slo) if o.slo else []
+        slos = gates.with_default_error_gate(gates.parse_slo(o.slo) if o.slo else [])
         series = stats.throughput_series()
         verdict = gates.evaluate(
             summary,

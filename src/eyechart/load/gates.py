@@ -4,7 +4,8 @@ SLO syntax, comma separated: ``<metric>_<stat> <op> <value>[unit]`` or a run met
 
     ttft_p95<=2s, itl_p99<=80ms, e2e_mean<5s, tpot_p50<=40ms   latency: p50 p90 p95 p99 mean max min;
                                                               units us µs ms s (a bare number is ms)
-    error_rate<=1%          failed / measured requests (a % or a fraction 0..1)
+    error_rate<=1%          failed / sent requests of the measure stage (a % or a fraction 0..1);
+                            without one, error_rate<=5% applies (DEFAULT_ERROR_SLO)
     goodput>=95%            share of measured requests meeting every per-request SLO (or 5/s: a rate)
     requests_per_s>=10      also output_tokens_per_s, total_tokens_per_s, images_per_s (bare or /s)
     completion_tokens_p50>=100                                count metrics: bare numbers
@@ -14,8 +15,9 @@ largest gap); when a metric has several, the tightest threshold applies.
 
 Exit code precedence: 4 (invalid run) > 1 (SLO breached) > 3 (regression) > 0. An invalid run's numbers
 mean nothing, so no other verdict is reported as the cause; a breached SLO is an absolute failure and
-outranks a relative one. Validity gates: enough measured requests, the harness not saturated (the
-runner sets ``run_info["harness_saturated"]``), and in open loop the p99 schedule lag within budget.
+outranks a relative one. Validity gates: enough completed requests (a run in which none succeeds is
+invalid and says why: its top error class and first example), the harness not saturated (the runner
+sets ``run_info["harness_saturated"]``), and in open loop the p99 schedule lag within budget.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ _TIME_UNITS = {"us": 0.001, "µs": 0.001, "ms": 1.0, "s": 1000.0, "": 1.0}
 _SLO_RE = re.compile(r"^\s*([a-z_][a-z0-9_]*?)\s*(<=|>=|<|>|=<|=>|==|=)\s*([-+0-9.eE]+)\s*([a-zµ%/]*)\s*$")
 
 GateKind = Literal["slo", "baseline", "validity"]
+DEFAULT_ERROR_SLO = "error_rate<=5%"
+INCOMPLETE_WARN = 0.05  # more incomplete requests than this share of those sent: a warning
 
 
 class GateError(ValueError):
@@ -165,6 +169,26 @@ def _fraction(part: str, value: float, unit: str) -> float:
     raise GateError(f"SLO {part!r}: a rate is a percentage (1%) or a fraction between 0 and 1")
 
 
+def with_default_error_gate(slos: list[Slo]) -> list[Slo]:
+    """``slos`` plus ``error_rate<=5%`` unless one of them already judges ``error_rate``."""
+    if any(s.metric == "error_rate" for s in slos):
+        return slos
+    return [*slos, _parse_one(DEFAULT_ERROR_SLO)]
+
+
+def warnings(summary: Mapping[str, Any]) -> list[str]:
+    """What a reader must know but does not fail the run: many incomplete requests."""
+    out = []
+    req = summary["requests"]
+    sent, incomplete = int(req.get("sent", req["total"])), int(req.get("incomplete", 0))
+    if sent and incomplete / sent > INCOMPLETE_WARN:
+        out.append(
+            f"{incomplete} of {sent} requests ({incomplete / sent:.0%}) were still open when the drain "
+            "ended (incomplete): the latency quantiles describe only the completed ones; see 'censored'"
+        )
+    return out
+
+
 def per_request_slos(slos: list[Slo]) -> dict[str, float]:
     """Per-request thresholds (ms) for goodput: latency upper bounds, the tightest per metric."""
     out: dict[str, float] = {}
@@ -232,15 +256,20 @@ def evaluate(
 
 def _validity(summary: Mapping[str, Any], min_requests: int, lag_budget_ms: float) -> list[GateResult]:
     out = []
-    n = int(summary["requests"]["total"])
+    req = summary["requests"]
+    n = int(req.get("completed", req["ok"]))
+    sent = int(req.get("sent", req["total"]))
+    detail = f"{n} completed of {sent} sent in the measure stage"
+    if sent and not n:
+        detail = "no request succeeded: " + _top_error(summary)
     out.append(
         GateResult(
             "valid.samples",
             "validity",
-            f">= {min_requests} measured requests",
+            f">= {min_requests} completed requests",
             n,
             n >= min_requests,
-            f"{n} requests in the measure stage",
+            detail,
         )
     )
     run = summary.get("run", {})
@@ -270,6 +299,17 @@ def _validity(summary: Mapping[str, Any], min_requests: int, lag_budget_ms: floa
             )
         )
     return out
+
+
+def _top_error(summary: Mapping[str, Any]) -> str:
+    """The most frequent error class with its count and first example."""
+    errors = summary.get("errors", {})
+    by_class = {k: v for k, v in errors.get("by_class", {}).items() if v}
+    if not by_class:
+        return "no error recorded either (every request incomplete?)"
+    top = max(by_class, key=lambda k: by_class[k])
+    examples = errors.get("examples", {}).get(top) or ["(no example kept)"]
+    return f"{by_class[top]} x {top}, first: {examples[0]}"
 
 
 def _fmt(value: float, unit: str) -> str:

@@ -157,8 +157,11 @@ RUN_METRICS: dict[str, str] = {
     "images_per_s": "images in ok requests per second of the measure stage",
     "goodput": "ok requests per second that met every per-request SLO (ttft, e2e, tpot, the request's "
     "largest ITL); also given as the fraction of measured requests",
-    "error_rate": "failed requests / all measured requests; classes: connect, timeout, 4xx, 429, 5xx, "
-    "protocol",
+    "error_rate": "failed / sent requests of the measure stage (incomplete ones are neither); classes: "
+    "connect, timeout, 4xx, 429, 5xx, disconnect (body ended early), malformed (bad JSON or SSE framing, "
+    "error event), no_done (stream ended without [DONE])",
+    "incomplete": "requests still open when the drain after the last stage ended: recorded with their "
+    "partial timings, not failures; the censored view counts them at their stop time (a lower bound)",
 }
 
 

@@ -3,11 +3,18 @@
 One :class:`LoadSession` per process that runs users (built on Locust's ``test_start``): the workload's
 request templates, the arrival schedule (open loop) or quota (closed loop), the mergeable stats, the
 record writer and the saturation probe. Users ask it what to send and when, and hand back each record.
+
+Every sent request ends as exactly one record. After the last stage (``--run-time``) nothing new is
+sent and the requests in flight drain for up to ``--drain`` seconds; those still open then are written
+as ``incomplete`` with what they had received so far. The session tracks each request from send to
+record (``in_flight``); whoever takes it out of there first (the user finishing it, or the drain's end)
+writes its one record.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import random
 import time
@@ -18,6 +25,7 @@ from urllib.parse import urlsplit
 
 import gevent
 import gevent.event
+from geventhttpclient import HTTPClient
 
 from eyechart.load import arrivals, gates, probe
 from eyechart.load.metrics import itl_gaps
@@ -26,6 +34,11 @@ from eyechart.load.records import RequestRecord
 from eyechart.load.stats import LoadStats
 from eyechart.load.workloads import Template, build_templates, load_workload
 from eyechart.wire.discovery import resolve_model
+
+log = logging.getLogger("eyechart.load")
+
+
+EARLY_STOP_AFTER = 20  # the first N requests all failing with the same 4xx (not 429): stop sending
 
 
 class LoadSession:
@@ -64,8 +77,15 @@ class LoadSession:
         self._rng = random.Random(arrivals.process_seed(o.seed, index))
         self.t0 = time.monotonic_ns()
         self.warmup_end = self.t0 + int(o.warmup * 1e9)
-        run_time = getattr(o, "run_time", None) or run_time_hint or 0
+        run_time = run_time_hint or getattr(o, "run_time", None) or 0
+        # run_time: the stages (sending); Locust's own timer was given the drain on top (session.py)
         self.run_end = self.t0 + int(run_time * 1e9) if run_time else None
+        self.drain_ns = int(float(getattr(o, "drain", 60.0)) * 1e9)
+        self.request_timeout_s = float(getattr(o, "request_timeout", 120.0))
+        self.in_flight: dict[str, tuple[RequestRecord, list[int]]] = {}
+        self.sending_over = gevent.event.Event()
+        self.drained = gevent.event.Event()
+        self.on_drained: list[Any] = []  # callbacks once every request is accounted for
         self.measure_end = self.run_end - int(o.cooldown * 1e9) if self.run_end else None
         self.quota = int(arrivals.share(o.requests, processes, index)) if o.requests else None
         self.schedule: arrivals.Schedule | None = None
@@ -76,6 +96,9 @@ class LoadSession:
         if not self._open:
             self._started.set()
         self.issued = 0
+        self.sent = 0
+        self._first: list[tuple[str | None, int | None, str]] | None = []  # for the early stop
+        self.stopped_early = ""
         self.done = 0
         self.errors = 0
         self.finished = False
@@ -97,6 +120,7 @@ class LoadSession:
         self._expected_users = int(getattr(environment.runner, "target_user_count", 0) or 0)
         if self._open:
             gevent.spawn_later(3.0, self.begin_schedule)  # never wait on spawning for long
+        self._drainer = gevent.spawn(self._drain)
 
     def user_started(self) -> None:
         """Called by each user's on_start: the schedule starts when the last one is up."""
@@ -127,16 +151,36 @@ class LoadSession:
     # -- asked by users ------------------------------------------------------------------------------
     def next_send(self) -> int | None:
         """Open loop: the next intended send time; closed loop: 0 (now). None: this process is done."""
+        if self.sending_over.is_set():
+            return None
         if self._open:
             self._started.wait()
             assert self.schedule is not None
-            return self.schedule.next()
+            t = self.schedule.next()
+            if t is None:  # every slot is handed out (idle users draw ahead): not yet all sent
+                return None
+            self.stats.offer(self.stage_of(t))
+            if self.run_end is not None and time.monotonic_ns() >= self.run_end:
+                self.sending_over.set()  # offered in the window, but the window is over: never sent
+                return None
+            return t
         if self.quota is not None and self.issued >= self.quota:
             return None
         if self.run_end is not None and time.monotonic_ns() >= self.run_end:
+            self.sending_over.set()
             return None
         self.issued += 1
         return 0
+
+    def new_client(self) -> HTTPClient:
+        """One keep-alive connection to the target (a user's own; replaced when a request is cut off)."""
+        return HTTPClient.from_url(
+            self.chat_url,
+            concurrency=1,
+            connection_timeout=10.0,
+            network_timeout=self.request_timeout_s,
+            insecure=True,
+        )
 
     def pick(self) -> Template:
         return self._rng.choice(self.templates)
@@ -152,10 +196,29 @@ class LoadSession:
             return "cooldown"
         return "measure"
 
+    def track(self, rec: RequestRecord, chunk_times: list[int]) -> None:
+        """A request is being sent: it stays here until it is recorded (``chunk_times`` fills as it
+        streams, so a request cut off by the drain keeps what it received)."""
+        self.in_flight[rec.request_id] = (rec, chunk_times)
+        self.sent += 1
+        if self.quota is not None and self.sent >= self.quota:
+            self.sending_over.set()  # --requests: the last one is out
+
     def record(self, rec: RequestRecord, chunk_times: list[int]) -> None:
+        if self.in_flight.pop(rec.request_id, None) is None:
+            return  # already written as incomplete when the drain ended
+        self._record(rec, chunk_times)
+        if not self.in_flight and self.sending_over.is_set():
+            self.drained.set()
+
+    def _record(self, rec: RequestRecord, chunk_times: list[int]) -> None:
         self.stats.add(rec, itl_gaps(chunk_times) if len(chunk_times) > 1 else ())
         self.writer.write(rec)
         self.done += 1
+        if rec.incomplete:
+            return
+        if self._first is not None:
+            self._watch_first(rec)
         exc = None
         if rec.error_class is not None:
             self.errors += 1
@@ -178,7 +241,54 @@ class LoadSession:
             context={},
         )
 
+    def _watch_first(self, rec: RequestRecord) -> None:
+        """The same 4xx for each of the first requests is a mistake (key, model, path, request id
+        header), not load: stop instead of hammering the server (429 is overload: measured, never this)."""
+        assert self._first is not None
+        self._first.append((rec.error_class, rec.status, f"[{rec.request_id}] {rec.error or ''}"[:200]))
+        if len(self._first) < EARLY_STOP_AFTER:
+            return
+        first, self._first = self._first, None
+        if all(cls == "4xx" for cls, _, _ in first) and len({status for _, status, _ in first}) == 1:
+            self.stopped_early = (
+                f"stopped early: the first {len(first)} requests all failed with HTTP {first[0][1]} "
+                f"(first: {first[0][2]}); more would only repeat it"
+            )
+            log.error("eyechart: %s", self.stopped_early)
+            self.sending_over.set()
+
     # -- lifecycle -----------------------------------------------------------------------------------
+    def _drain(self) -> None:
+        """After the last stage: wait for the requests in flight, up to ``--drain``; then the rest is
+        ``incomplete`` and the process is done (``on_drained`` callbacks: quit or tell the master)."""
+        if self.run_end is not None:
+            self.sending_over.wait(max(0.0, (self.run_end - time.monotonic_ns()) / 1e9))
+            self.sending_over.set()
+        else:
+            self.sending_over.wait()
+        if self.schedule is not None and self.run_end is not None:  # slots of the window never sent
+            while (t := self.schedule.next()) is not None:
+                self.stats.offer(self.stage_of(t))
+        if self.in_flight:
+            self.drained.wait(self.drain_ns / 1e9)
+
+        self.close_incomplete()
+        self.drained.set()
+        for callback in self.on_drained:
+            callback()
+
+    def close_incomplete(self) -> None:
+        """Write every request still in flight as ``incomplete`` with its partial timings."""
+        now = time.monotonic_ns()
+        for rid in list(self.in_flight):
+            rec, chunk_times = self.in_flight.pop(rid)
+            rec.incomplete = True
+            rec.t_end = now
+            rec.content_chunks = len(chunk_times)
+            if chunk_times:
+                rec.t_first = chunk_times[0]
+            self._record(rec, list(chunk_times))
+
     def report(self) -> dict[str, Any]:
         return {
             "stats": self.stats.serialize(),
@@ -188,6 +298,7 @@ class LoadSession:
             "index": self.index,
             "info": self.info(),
             "final": self.finished,
+            "stopped_early": self.stopped_early,
         }
 
     def info(self) -> dict[str, Any]:
@@ -202,6 +313,9 @@ class LoadSession:
         }
 
     def finish(self) -> None:
+        self._drainer.kill(block=False)
+        self.sending_over.set()
+        self.close_incomplete()  # stopped early (Ctrl-C, --run-time of plain Locust): still one record each
         self.probe.stop()
         self.writer.close()
         self.finished = True

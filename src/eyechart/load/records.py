@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-ErrorClass = Literal["connect", "timeout", "4xx", "429", "5xx", "protocol"]
+ErrorClass = Literal["connect", "timeout", "4xx", "429", "5xx", "disconnect", "malformed", "no_done"]
+"""connect: no connection; timeout: over ``--request-timeout`` or a socket timeout; 4xx/429/5xx: the
+status; disconnect: the body ended early; malformed: bad JSON or SSE framing, or an error event;
+no_done: a stream that ended cleanly without ``[DONE]``."""
 
 
 @dataclass(slots=True)
@@ -24,7 +27,7 @@ class RequestRecord:
     t_send: int  # actual send
     t_head: int | None = None  # response headers received
     t_first: int | None = None  # first chunk with non-empty content
-    t_end: int | None = None  # last byte
+    t_end: int | None = None  # last byte; for an incomplete request, when it was cut off
     status: int | None = None
     error_class: ErrorClass | None = None
     error: str | None = None  # short, server text truncated; never contains the API key
@@ -37,10 +40,12 @@ class RequestRecord:
     image_bytes: int = 0  # encoded image bytes (before base64)
     wire_bytes: int = 0  # request body bytes on the wire
     response_bytes: int = 0
+    incomplete: bool = False  # still open when the drain ended (or the run was stopped): not a failure
+    retried: bool = False  # resent once on a fresh connection after a reused one was found dead
 
     @property
     def ok(self) -> bool:
-        return self.error_class is None
+        return self.error_class is None and not self.incomplete
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -30,6 +30,7 @@ from rich.live import Live
 from eyechart import bundled
 from eyechart.exitcodes import ExitCode
 from eyechart.images.server import FixtureServer, FixtureServerError
+from eyechart.load import preflight
 from eyechart.load.arrivals import ArrivalError, LoadModel
 from eyechart.load.gates import GateError, parse_slo
 from eyechart.load.workloads import Workload, WorkloadError, build_templates, load_workload
@@ -69,6 +70,8 @@ class RunPlan:
     quiet: bool = False
     fixture_host: str | None = None
     fixture_url: str | None = None
+    drain_s: float = 60.0
+    request_timeout_s: float = 120.0
 
 
 def parse_duration(text: str) -> float:
@@ -128,7 +131,8 @@ def locust_command(
         "--csv", str(run_dir / "locust"), "--html", str(run_dir / "locust.html"),
         "--workload", plan.workload, "--model", model, "--run-dir", str(run_dir),
         "--warmup", str(plan.warmup_s), "--cooldown", str(plan.cooldown_s), "--seed", str(plan.load.seed),
-        "--stop-timeout", "30", "--min-requests", str(plan.min_requests),
+        "--drain", str(plan.drain_s), "--request-timeout", str(plan.request_timeout_s),
+        "--min-requests", str(plan.min_requests),
         "--max-regression", plan.max_regression,
     ]  # fmt: skip
     if plan.duration_s is not None:
@@ -182,6 +186,9 @@ def execute(plan: RunPlan) -> int:
                 raise RunError(f"cannot start the embedded target: {exc}") from None
             base_url = target.base_url
         try:  # the bounded probe: proves the target answers, and finds the model if none was given
+            refused = preflight.refused_key(base_url, api_key, embedded=target is not None)
+            if refused:
+                raise RunError(refused)
             model = resolve_model(base_url, api_key or None, plan.model)
         except TargetError as exc:
             raise RunError(str(exc)) from None
@@ -310,8 +317,11 @@ def _print_result(run_dir: Path, code: int, interrupted: bool, log_path: Path, c
             v = m.get(name, {}).get(stat)
             return "-" if v is None else f"{v:.1f}"
 
+        r = s["requests"]
         console.print(
-            f"{s['requests']['total']} requests ({s['requests']['failed']} failed) "
+            f"{r.get('offered', r['total'])} offered · {r.get('sent', r['total'])} sent · "
+            f"{r.get('completed', r['ok'])} completed · {r['failed']} failed · "
+            f"{r.get('incomplete', 0)} incomplete (measure stage) "
             f"in {s['duration_s']:.1f} s · "
             f"{s['throughput']['requests_per_s']:.2f} req/s · "
             f"{s['throughput']['output_tokens_per_s']:.0f} output tok/s",
@@ -327,6 +337,8 @@ def _print_result(run_dir: Path, code: int, interrupted: bool, log_path: Path, c
         for g in s.get("gates", []):
             mark = "PASS" if g.get("passed") else "FAIL"
             console.print(f"  [{mark}] {g.get('name')}: {g.get('detail', '')}", markup=False)
+        for w in s.get("warnings", []):
+            console.print(f"  warning: {w}", markup=False)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         console.print(f"(cannot read the summary: {exc})", markup=False)
     if interrupted:
@@ -378,4 +390,12 @@ def plan_from_args(args: Any) -> RunPlan:
         quiet=args.quiet,
         fixture_host=getattr(args, "fixture_host", None),
         fixture_url=getattr(args, "fixture_url", None),
+        drain_s=_seconds(getattr(args, "drain", "60s"), allow_zero=True),
+        request_timeout_s=_seconds(getattr(args, "request_timeout", "120s")),
     )
+
+
+def _seconds(text: str, *, allow_zero: bool = False) -> float:
+    if allow_zero and text.strip() in ("0", "0s"):
+        return 0.0
+    return parse_duration(text)

@@ -30,6 +30,8 @@ from eyechart.runs import new_run_dir
 log = logging.getLogger("eyechart.load")
 _RUN_MESSAGE = "eyechart_run"
 _FINISH_MESSAGE = "eyechart_finish"
+_DRAINED_MESSAGE = "eyechart_drained"
+_DRAIN_MARGIN_S = 5.0  # Locust's own --run-time timer is a backstop behind the session's drain
 
 
 def add_arguments(parser: Any) -> None:
@@ -55,6 +57,13 @@ def add_arguments(parser: Any) -> None:
     )
     g.add_argument("--max-cpu", type=float, default=probe.DEFAULT_MAX_CPU, help="saturation budget (cores)")
     g.add_argument("--min-requests", type=int, default=20, help="fewer measured requests: invalid run")
+    g.add_argument(
+        "--drain",
+        type=float,
+        default=60.0,
+        help="seconds requests in flight may finish after the last stage (then: incomplete)",
+    )
+    g.add_argument("--request-timeout", type=float, default=120.0, help="seconds one request may take")
     g.add_argument("--max-tokens-param", default="max_tokens", help="max_tokens or max_completion_tokens")
 
 
@@ -67,6 +76,8 @@ class _State:
     progress_greenlet: Any = None
     processes: int = 1
     run_time: float | None = None  # workers learn the master's --run-time from eyechart's message
+    send_time: float | None = None  # --run-time as given: the stages; Locust's timer gets the drain too
+    drained: set[str] = set()  # noqa: RUF012
     started_wall: str = ""
 
 
@@ -105,6 +116,12 @@ def install(events: Any, *, write_reports: ReportWriter) -> None:
         if runner is None:
             return
         role = _role(environment)
+        o = environment.parsed_options
+        if role in ("master", "local") and getattr(o, "run_time", None):
+            # --run-time is the stages; the requests in flight then get --drain, so Locust's own timer
+            # (spawned after this hook) stops the run only if the session's drain did not end it first
+            STATE.send_time = float(o.run_time)
+            o.run_time = int(o.run_time + o.drain + _DRAIN_MARGIN_S + 1)
         if role == "worker":
 
             def on_run(msg: Any = None, **_kw: Any) -> None:
@@ -128,6 +145,13 @@ def install(events: Any, *, write_reports: ReportWriter) -> None:
 
             events.worker_report.add_listener(on_worker_report)
 
+            def on_drained(msg: Any = None, **_kw: Any) -> None:
+                STATE.drained.add(str(msg.node_id))
+                if len(STATE.drained) >= max(1, runner.worker_count):
+                    gevent.spawn(runner.quit)  # every worker has accounted for every request
+
+            runner.register_message(_DRAINED_MESSAGE, on_drained)
+
     def on_report_to_master(client_id: str, data: dict[str, Any]) -> None:
         if STATE.session is not None:
             data["eyechart"] = STATE.session.report()
@@ -145,7 +169,7 @@ def install(events: Any, *, write_reports: ReportWriter) -> None:
                     {
                         "run_dir": str(STATE.run_dir.resolve()),
                         "processes": environment.runner.worker_count,
-                        "run_time": getattr(o, "run_time", None),
+                        "run_time": STATE.send_time,
                     },
                 )
             STATE.progress_greenlet = gevent.spawn(_progress_loop, environment)
@@ -154,9 +178,15 @@ def install(events: Any, *, write_reports: ReportWriter) -> None:
             processes = max(1, STATE.processes) if role == "worker" else 1
             run_dir = STATE.run_dir or _new_run_dir(o)
             try:
+                send_time = STATE.send_time if role == "local" else STATE.run_time
                 STATE.session = LoadSession(
-                    environment, run_dir, max(0, index), processes, run_time_hint=STATE.run_time
+                    environment, run_dir, max(0, index), processes, run_time_hint=send_time
                 )
+                runner = environment.runner
+                if role == "local":
+                    STATE.session.on_drained.append(lambda: gevent.spawn(runner.quit))
+                else:
+                    STATE.session.on_drained.append(lambda: runner.send_message(_DRAINED_MESSAGE))
             except Exception as exc:
                 log.error("eyechart: cannot start the load run: %s", exc)
                 STATE.exit_code = int(ExitCode.USAGE)
@@ -228,7 +258,6 @@ def _progress(environment: Any) -> dict[str, Any]:
 
 
 def _progress_loop(environment: Any) -> None:
-    o = environment.parsed_options
     assert STATE.run_dir is not None
     path = STATE.run_dir / "progress.json"
     while True:
@@ -237,9 +266,6 @@ def _progress_loop(environment: Any) -> None:
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(p))
             tmp.replace(path)
-            if o.requests and p["requests"] >= o.requests and not STATE.finalized:
-                gevent.spawn(environment.runner.quit)
-                return
         except Exception as exc:
             log.debug("progress: %s", exc)
         gevent.sleep(0.5)

@@ -21,10 +21,11 @@ from eyechart.load.histograms import ERROR_BOUND, Histogram
 from eyechart.load.metrics import COUNT_METRICS, LATENCY_METRICS, METRICS, RUN_METRICS, completion_tokens
 from eyechart.load.records import RequestRecord
 
-ERROR_CLASSES = ("connect", "timeout", "4xx", "429", "5xx", "protocol")
+ERROR_CLASSES = ("connect", "timeout", "4xx", "429", "5xx", "disconnect", "malformed", "no_done")
 PER_REQUEST_SLO_METRICS = ("ttft", "ttft_sched", "e2e", "tpot", "itl")  # itl: the request's largest gap
 PERCENTILES = (50.0, 90.0, 95.0, 99.0)
-SUMMARY_SCHEMA_ID = "eyechart/load-summary/1"
+SUMMARY_SCHEMA_ID = "eyechart/load-summary/2"  # 2: requests offered/sent/completed/failed/incomplete
+CENSORED_METRICS = ("ttft", "e2e")
 _SECRET_WORDS = ("key", "secret", "password", "authorization", "bearer")
 _ERROR_EXAMPLES = 5
 _ERROR_TEXT_MAX = 300
@@ -40,7 +41,8 @@ _S = {name: i for i, name in enumerate(SERIES_FIELDS)}
 
 def _new_stage() -> dict[str, Any]:
     return {
-        "requests": 0, "ok": 0, "errors": dict.fromkeys(ERROR_CLASSES, 0),
+        "offered": 0, "requests": 0, "ok": 0, "incomplete": 0, "retried": 0,
+        "errors": dict.fromkeys(ERROR_CLASSES, 0),
         "prompt_tokens": 0, "completion_tokens": 0, "images": 0, "chunks": 0,
         "first_send_ns": None, "last_end_ns": None,
     }  # fmt: skip
@@ -48,7 +50,8 @@ def _new_stage() -> dict[str, Any]:
 
 def _new_measure() -> dict[str, Any]:
     return {
-        "requests": 0, "ok": 0, "errors": dict.fromkeys(ERROR_CLASSES, 0), "good": 0,
+        "offered": 0, "requests": 0, "ok": 0, "incomplete": 0, "retried": 0,
+        "errors": dict.fromkeys(ERROR_CLASSES, 0), "good": 0,
         "prompt_tokens": 0, "completion_tokens": 0, "images": 0, "chunks": 0, "tokens_estimated": 0,
         "start_ns": None, "end_ns": None,
     }  # fmt: skip
@@ -107,7 +110,18 @@ class LoadStats:
         self.reservoir: list[list[Any]] = []  # [image_bytes, ttft_ms, e2e_ms, chunks, tokens, ok]
         self.reservoir_seen = 0
         self.error_examples: dict[str, list[str]] = {}
+        # incomplete requests of the measure stage at their stop time (lower bounds), for the censored view
+        self.censored: dict[str, Histogram] = {m: Histogram(divisor=1000) for m in CENSORED_METRICS}
         self._rng = random.Random(seed)
+
+    def offer(self, stage: str, n: int = 1) -> None:
+        """Count ``n`` requests the load model meant to send in ``stage`` (sent or not)."""
+        st = self.stages.get(stage)
+        if st is None:
+            st = self.stages[stage] = _new_stage()
+        st["offered"] += n
+        if stage in self.measure_stages:
+            self.measure["offered"] += n
 
     # -- hot path ------------------------------------------------------------------------------------
     def add(self, rec: RequestRecord, itl_ns: Sequence[int]) -> None:
@@ -120,11 +134,15 @@ class LoadStats:
         end = rec.t_end if rec.t_end is not None else rec.t_send
         st["requests"] += 1
         st["chunks"] += rec.content_chunks
+        if rec.retried:
+            st["retried"] += 1
         if st["first_send_ns"] is None or rec.t_send < st["first_send_ns"]:
             st["first_send_ns"] = rec.t_send
         if st["last_end_ns"] is None or end > st["last_end_ns"]:
             st["last_end_ns"] = end
-        if ok:
+        if rec.incomplete:
+            st["incomplete"] += 1
+        elif ok:
             st["ok"] += 1
             st["prompt_tokens"] += rec.prompt_tokens or 0
             st["completion_tokens"] += tokens or 0
@@ -143,7 +161,9 @@ class LoadStats:
         b[0] += 1
         b[4] += rec.content_chunks
         ttft = e2e = None
-        if ok:
+        if rec.incomplete:
+            pass
+        elif ok:
             b[1] += 1
             b[3] += tokens or 0
             if rec.t_first is not None:
@@ -168,8 +188,15 @@ class LoadStats:
         m["chunks"] += rec.content_chunks
         m["start_ns"] = rec.t_send if m["start_ns"] is None else min(m["start_ns"], rec.t_send)
         m["end_ns"] = end if m["end_ns"] is None else max(m["end_ns"], end)
+        if rec.retried:
+            m["retried"] += 1
         if rec.t_sched is not None:
             self._lag.record(max(0, rec.t_send - rec.t_sched))
+        if rec.incomplete:
+            m["incomplete"] += 1
+            self.censored["ttft"].record((rec.t_first if rec.t_first is not None else end) - rec.t_send)
+            self.censored["e2e"].record(end - rec.t_send)
+            return
         if not ok:
             m["errors"][rec.error_class] = m["errors"].get(rec.error_class, 0) + 1
             return
@@ -214,7 +241,7 @@ class LoadStats:
     def _error_example(self, rec: RequestRecord) -> None:
         examples = self.error_examples.setdefault(str(rec.error_class), [])
         if len(examples) < _ERROR_EXAMPLES:
-            text = f"{rec.status or '-'} {rec.error or ''}".strip()[:_ERROR_TEXT_MAX]
+            text = f"[{rec.request_id}] {rec.status or '-'} {rec.error or ''}".strip()[:_ERROR_TEXT_MAX]
             if text not in examples:
                 examples.append(text)
 
@@ -247,6 +274,7 @@ class LoadStats:
             "reservoir": self.reservoir,
             "reservoir_seen": self.reservoir_seen,
             "error_examples": self.error_examples,
+            "censored": {name: h.to_dict() for name, h in self.censored.items()},
         }
 
     def merge_serialized(self, d: Mapping[str, Any]) -> None:
@@ -254,6 +282,9 @@ class LoadStats:
         for name, hd in d["hists"].items():
             if name in self.hists:
                 self.hists[name].merge(Histogram.from_dict(hd))
+        for name, hd in d.get("censored", {}).items():
+            if name in self.censored:
+                self.censored[name].merge(Histogram.from_dict(hd))
         for name, st in d["stages"].items():
             into = self.stages.setdefault(name, _new_stage())
             _merge_counts(into, st, "first_send_ns", "last_end_ns")
@@ -275,6 +306,22 @@ class LoadStats:
             have = self.error_examples.setdefault(cls, [])
             have.extend(e for e in examples if e not in have)
             del have[_ERROR_EXAMPLES:]
+
+    def censored_view(self) -> dict[str, Any]:
+        """TTFT and E2E quantiles with incomplete requests counted at their stop time (lower bounds:
+        each would have taken at least that long), beside the completed-only figures in ``metrics``."""
+        n = self.measure["incomplete"]
+        out: dict[str, Any] = {
+            "incomplete": n,
+            "note": "lower bounds: completed requests plus incomplete ones counted at their stop time",
+        }
+        for name in CENSORED_METRICS:
+            h = Histogram(divisor=1000)
+            h.merge(self.hists[name])
+            h.merge(self.censored[name])
+            ps = h.percentiles(PERCENTILES) if h.count else {}
+            out[name] = {"count": h.count, **{f"p{int(p)}": (v / 1000.0) for p, v in ps.items()}}
+        return out
 
     def _merge_reservoir(self, other: list[list[Any]], other_seen: int) -> None:
         """Keep a uniform sample of both streams: draw from each side in proportion to what it saw."""
@@ -355,7 +402,8 @@ class LoadStats:
         m = self.measure
         duration = self.measure_duration_s(run_info)
         per_s = (lambda x: x / duration) if duration > 0 else (lambda x: 0.0)
-        failed = m["requests"] - m["ok"]
+        failed = sum(m["errors"].values())
+        sent = m["requests"]
         run = {k: v for k, v in run_info.items() if not any(w in k.lower() for w in _SECRET_WORDS)}
         return {
             "schema": SUMMARY_SCHEMA_ID,
@@ -363,14 +411,16 @@ class LoadStats:
             "duration_s": duration,
             "histogram_error_bound": ERROR_BOUND,
             "requests": {
-                "total": m["requests"],
-                "ok": m["ok"],
-                "failed": failed,
+                **_accounting(m),
+                "total": sent,  # = sent (schema 1 readers)
+                "ok": m["ok"],  # = completed (schema 1 readers)
                 "by_stage": {
-                    name: {k: v for k, v in st.items() if not k.endswith("_ns")}
+                    name: {**{k: v for k, v in st.items() if not k.endswith("_ns")}, **_accounting(st)}
                     for name, st in self.stages.items()
                 },
+                "totals": _accounting(_sum_stages(self.stages.values())),
             },
+            "censored": self.censored_view(),
             "metrics": {name: self.metric_summary(name) for name in METRICS},
             "definitions": {
                 **{name: f"[{m.unit}] {m.definition}" for name, m in METRICS.items()},
@@ -392,13 +442,37 @@ class LoadStats:
             },
             "errors": {
                 "total": failed,
-                "rate": failed / m["requests"] if m["requests"] else 0.0,
+                "rate": failed / sent if sent else 0.0,
                 "by_class": dict(m["errors"]),
                 "examples": self.error_examples,
             },
             "tokens_estimated": {"requests": m["tokens_estimated"], "any": m["tokens_estimated"] > 0},
             "gates": [],
+            "warnings": [],
         }
+
+
+def _accounting(st: Mapping[str, Any]) -> dict[str, int]:
+    """offered / sent / completed / failed / incomplete, with sent = completed + failed + incomplete."""
+    failed = sum(st["errors"].values())
+    return {
+        "offered": max(int(st.get("offered", 0)), int(st["requests"])),
+        "sent": int(st["requests"]),
+        "completed": int(st["ok"]),
+        "failed": int(failed),
+        "incomplete": int(st.get("incomplete", 0)),
+        "retried": int(st.get("retried", 0)),
+    }
+
+
+def _sum_stages(stages: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"offered": 0, "requests": 0, "ok": 0, "incomplete": 0, "retried": 0, "errors": {}}
+    for st in stages:
+        for k in ("offered", "requests", "ok", "incomplete", "retried"):
+            out[k] += int(st.get(k, 0))
+        for cls, n in st["errors"].items():
+            out["errors"][cls] = out["errors"].get(cls, 0) + n
+    return out
 
 
 def _merge_counts(into: dict[str, Any], other: Mapping[str, Any], min_key: str, max_key: str) -> None:

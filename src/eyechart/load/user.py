@@ -9,6 +9,9 @@ straight off the socket, stamping each read with ``time.monotonic_ns()``:
   is not the first token), one timestamp per content chunk for ITL (per chunk, not per SSE line),
 - ``t_end`` at the read holding the end of the body.
 
+A request over ``--request-timeout`` is a ``timeout`` failure with what it received so far; its
+connection is dropped (a fresh client replaces it, so no socket is ever left checked out).
+
 The reader (:class:`eyechart.load.chunks.StreamReader`) is cheap on purpose, since the hot path runs
 ~150k chunks/s; its docstring states the fast path and its one tradeoff.
 """
@@ -57,8 +60,8 @@ class VisionChatUser(FastHttpUser):
         if self._session is None:
             raise StopUser()
         s = self._session
-        # The lowest-overhead path: geventhttpclient's pooled HTTPClient for the target.
-        self._http = self.client.client.clientpool.get_client(s.chat_url)
+        # The lowest-overhead path: one geventhttpclient HTTPClient (one keep-alive connection) per user.
+        self._http = s.new_client()
         self._path = s.chat_path
         self._headers = s.headers
         s.user_started()
@@ -84,7 +87,7 @@ class VisionChatUser(FastHttpUser):
         rid = s.new_request_id()
         headers = dict(self._headers)
         headers["X-Request-Id"] = rid
-        times: list[int] = []
+        times: list[int] = []  # content chunks' arrival times, filled as the stream is read
         rec = RequestRecord(
             request_id=rid,
             stage=s.stage_of(t_sched if t_sched is not None else _monotonic_ns()),
@@ -98,47 +101,77 @@ class VisionChatUser(FastHttpUser):
             image_bytes=template.image_bytes,
             wire_bytes=len(template.body),
         )
+        s.track(rec, times)
+        timer = gevent.Timeout(s.request_timeout_s)
+        timer.start()
+        try:
+            self._exchange(rec, template.body, headers, template.stream, times)
+        except gevent.Timeout as t:
+            if t is not timer:
+                raise
+            rec.t_end = _monotonic_ns()
+            rec.error_class = "timeout"
+            rec.error = f"no complete answer within --request-timeout {s.request_timeout_s:g} s"
+            rec.content_chunks = len(times)
+            if times:
+                rec.t_first = times[0]
+            self._renew_client()
+        finally:
+            timer.close()
+        return rec, times
+
+    def _renew_client(self) -> None:
+        """Drop the connection a request was cut off on: a new client, the old one closed."""
+        old, self._http = self._http, self._session.new_client()
+        with contextlib.suppress(Exception):
+            old.close()
+
+    def _exchange(
+        self, rec: RequestRecord, body: bytes, headers: dict[str, str], stream: bool, times: list[int]
+    ) -> None:
         try:
             rec.t_send = _monotonic_ns()  # last thing before the request is written
-            resp = self._http.request("POST", self._path, body=template.body, headers=headers)
+            resp = self._http.request("POST", self._path, body=body, headers=headers)
         except Exception as exc:
             rec.t_end = _monotonic_ns()
             rec.error_class = classify_exception(exc)
             rec.error = f"{type(exc).__name__}: {str(exc)[:200]}"
-            return rec, times
+            return
         rec.t_head = _monotonic_ns()
         status = resp.status_code
         rec.status = status
         try:
-            if status >= 400 or not template.stream:
-                body = resp.read()
+            if status >= 400 or not stream:
+                data = resp.read()
                 rec.t_end = _monotonic_ns()
-                rec.response_bytes = len(body)
+                rec.response_bytes = len(data)
                 err = classify_status(status)
                 if err is not None:
                     rec.error_class = err
-                    rec.error = f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}"
+                    rec.error = f"HTTP {status}: {data[:200].decode('utf-8', 'replace')}"
                 else:
-                    self._whole(rec, body)
-                return rec, times
+                    self._whole(rec, data)
+                return
             if "event-stream" not in (resp.get("content-type") or ""):
-                body = resp.read()
+                resp.read()
                 rec.t_end = _monotonic_ns()
-                rec.error_class = "protocol"
+                rec.error_class = "malformed"
                 rec.error = f"stream asked, got Content-Type {resp.get('content-type')!r}"
-                return rec, times
-            times = self._stream(rec, resp)
+                return
+            self._stream(rec, resp, times)
         except Exception as exc:
             rec.t_end = _monotonic_ns()
-            rec.error_class = classify_exception(exc)
+            rec.error_class = classify_exception(exc, reading=True)
             rec.error = f"{type(exc).__name__} while reading: {str(exc)[:200]}"
+            rec.content_chunks = len(times)
+            if times:
+                rec.t_first = times[0]
             with contextlib.suppress(Exception):
                 resp.release()
-        return rec, times
 
-    def _stream(self, rec: RequestRecord, resp: Any) -> list[int]:
-        """Read the SSE body into ``rec``; returns the content chunks' arrival times."""
-        reader = StreamReader()
+    def _stream(self, rec: RequestRecord, resp: Any, times: list[int]) -> None:
+        """Read the SSE body into ``rec``; the content chunks' arrival times go to ``times``."""
+        reader = StreamReader(times)
         feed = reader.feed
         nbytes = 0
         buf = resp._body_buffer
@@ -146,6 +179,7 @@ class VisionChatUser(FastHttpUser):
             data = bytes(buf)
             del buf[:]
             nbytes += len(data)
+            rec.response_bytes = nbytes
             feed(data, rec.t_head or _monotonic_ns())
         first = True
         while not resp.message_complete:
@@ -169,11 +203,10 @@ class VisionChatUser(FastHttpUser):
                 data = bytes(buf)
                 del buf[:]
                 nbytes += len(data)
+                rec.response_bytes = nbytes
                 feed(data, t)
         rec.t_end = _monotonic_ns()
-        reader.close()
-        rec.response_bytes = nbytes
-        times = reader.chunk_times
+        reader.close(complete=bool(resp.message_complete))
         rec.content_chunks = len(times)
         if times:
             rec.t_first = times[0]
@@ -186,10 +219,6 @@ class VisionChatUser(FastHttpUser):
         if reader.error_class is not None:
             rec.error_class = reader.error_class
             rec.error = reader.error
-        elif not resp.message_complete:
-            rec.error_class = "protocol"
-            rec.error = "connection closed before the end of the body"
-        return times
 
     def _whole(self, rec: RequestRecord, body: bytes) -> None:
         try:
@@ -197,7 +226,7 @@ class VisionChatUser(FastHttpUser):
             usage = obj.get("usage") or {}
             content = obj["choices"][0]["message"].get("content") or ""
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            rec.error_class = "protocol"
+            rec.error_class = "malformed"
             rec.error = f"bad JSON body: {body[:120]!r}"
             return
         if content:

@@ -88,9 +88,11 @@ def stage_rows(stats: LoadStats, stages: Sequence[Mapping[str, Any]]) -> list[di
             continue
         span = ((st["last_end_ns"] or 0) - (st["first_send_ns"] or 0)) / 1e9
         row.update(
+            offered=max(st.get("offered", 0), st["requests"]),
             requests=st["requests"],
             ok=st["ok"],
-            errors=st["requests"] - st["ok"],
+            errors=sum(st["errors"].values()),
+            incomplete=st.get("incomplete", 0),
             **{f"errors_{c}": st["errors"].get(c, 0) for c in ERROR_CLASSES},
             prompt_tokens=st["prompt_tokens"],
             completion_tokens=st["completion_tokens"],

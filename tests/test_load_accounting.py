@@ -107,7 +107,7 @@ def test_refused_key_is_found_before_the_run(tmp_path: Path) -> None:
         target.stop()
     out = r.stdout + r.stderr
     assert r.returncode == 2, out
-    assert "refused the API key" in out and "--api-key" in out and "EYECHART_API_KEY" in out
+    assert "key was refused" in out and "--api-key" in out and "EYECHART_API_KEY" in out
     assert "sk-wrong-0000" not in out
     assert not list(tmp_path.glob("*-load")), "no load was sent"
 

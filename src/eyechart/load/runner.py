@@ -30,7 +30,6 @@ from rich.live import Live
 from eyechart import bundled
 from eyechart.exitcodes import ExitCode
 from eyechart.images.server import FixtureServer, FixtureServerError
-from eyechart.load import preflight
 from eyechart.load.arrivals import ArrivalError, LoadModel
 from eyechart.load.gates import GateError, parse_slo
 from eyechart.load.workloads import Workload, WorkloadError, build_templates, load_workload
@@ -186,9 +185,6 @@ def execute(plan: RunPlan) -> int:
                 raise RunError(f"cannot start the embedded target: {exc}") from None
             base_url = target.base_url
         try:  # the bounded probe: proves the target answers, and finds the model if none was given
-            refused = preflight.refused_key(base_url, api_key, embedded=target is not None)
-            if refused:
-                raise RunError(refused)
             model = resolve_model(base_url, api_key or None, plan.model)
         except TargetError as exc:
             raise RunError(str(exc)) from None

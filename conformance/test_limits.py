@@ -93,6 +93,27 @@ def test_too_many_images(api: Session) -> None:
     )
 
 
+def _prompt_tokens(api: Session, words: int) -> int | None:
+    ex = api.chat(api.vision_body(["png-rgb"], "Count the apples:" + CONTEXT_WORD * words, max_tokens=1))
+    body = ex.json if ex.status == 200 and isinstance(ex.json, dict) else {}
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    value = usage.get("prompt_tokens")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _words_past(api: Session, ctx: int) -> int:
+    """How many words make the prompt exceed ``ctx`` by a small margin in the target's own tokens:
+    tokens per word calibrated from two ``usage.prompt_tokens`` answers (one word per token without
+    usage). A prompt twice too long can keep a one-at-a-time server busy for minutes."""
+    margin = max(16, ctx // 100)
+    calibration = 256
+    base, more = _prompt_tokens(api, 0), _prompt_tokens(api, calibration)
+    if base is None or more is None or more <= base:
+        return ctx + margin
+    per_word = (more - base) / calibration
+    return max(1, -int(-(ctx - base + margin) // per_word))
+
+
 @check(
     "limits.context_length",
     severity="MUST",
@@ -102,8 +123,9 @@ def test_context_length(api: Session) -> None:
     ctx = api.profile.context_length
     if ctx is None:
         skip(f"profile {api.profile.name} does not state the context length")
-    prompt = "Count the apples:" + CONTEXT_WORD * (ctx + 1024)
-    ex = api.chat(api.vision_body(["png-rgb"], prompt, max_tokens=8), timeout=BIG_TIMEOUT)
+    words = _words_past(api, ctx)
+    prompt = "Count the apples:" + CONTEXT_WORD * words
+    ex = api.chat(api.vision_body(["png-rgb"], prompt, max_tokens=1), timeout=BIG_TIMEOUT)
     body = expect_refusal(ex, f"a prompt of more than {ctx:,} tokens", api.profile)
     message = str((body.get("error") or {}).get("message") or "")
     expect(

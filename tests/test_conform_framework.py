@@ -314,7 +314,7 @@ class _HangingChatHandler(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_hung_target_fails_its_checks_in_bounded_time(tmp_path: Path) -> None:
+def test_a_hung_target_is_not_judged_and_the_run_ends_in_bounded_time(tmp_path: Path) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _HangingChatHandler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -333,10 +333,12 @@ def test_a_hung_target_fails_its_checks_in_bounded_time(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
-    assert proc.returncode == 1, proc.stdout[-2000:]
     doc = _report(out)
-    statuses = {c["status"] for c in doc["checks"]}
-    assert statuses <= {"fail", "warn", "skip"} and doc["counts"]["fail"] >= 10
+    # /models answers but no chat request does, not even the one-token probe: nothing is blamed on a
+    # target that may be busy; the run says it stopped answering, stops, and names what did not run
+    assert {c["status"] for c in doc["checks"]} == {"not_judged"}, proc.stdout[-2000:]
+    assert doc["run"]["exit_code"] == 4 and doc["not_run"]
+    assert any("stopped answering" in h for h in doc["headline"])
     assert elapsed < 60
     assert any("timeout" in (c["evidence"].get("exchange") or {}).get("error", "") for c in doc["checks"])
 

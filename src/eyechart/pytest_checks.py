@@ -15,12 +15,15 @@ from typing import Any
 
 import pytest
 
-from eyechart.conform.recording import build_run, result_for
+from eyechart.conform.checks import CheckFailed
+from eyechart.conform.evidence import key_exchange
+from eyechart.conform.liveness import NotJudged
+from eyechart.conform.recording import FIRST_ATTEMPT, build_run, result_for
 from eyechart.conform.results import CheckResult
 from eyechart.conform.session import Session
 from eyechart.conform.spec import CheckSpec
 from eyechart.conform.state import state_of
-from eyechart.pytest_plugin import DEFAULT_TIMEOUT, profile_for, setting
+from eyechart.pytest_plugin import DEFAULT_MAX_TIME, DEFAULT_TIMEOUT, profile_for, setting
 from eyechart.report.conformance import finding_text, summary_lines, write_reports
 from eyechart.severity import Severity
 from eyechart.wire.discovery import TargetError
@@ -45,6 +48,7 @@ def open_session(config: pytest.Config) -> Iterator[Session]:
             fixture_url=setting(config, "fixture_url"),
             timeout=setting(config, "request_timeout") or DEFAULT_TIMEOUT,
             body_dir=st.report_dir / "bodies" if st.report_dir is not None else None,
+            max_time=_max_time(config),
         )
     except TargetError as exc:
         st.abort_reason = str(exc)
@@ -56,11 +60,49 @@ def open_session(config: pytest.Config) -> Iterator[Session]:
         sess.close()
 
 
+def _max_time(config: pytest.Config) -> float | None:
+    value = setting(config, "max_time")
+    value = DEFAULT_MAX_TIME if value is None else value
+    return value if value > 0 else None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     st = state_of(item.config)
     if CHECK in item.stash and st.session is not None:
         st.session.begin_check(item.stash[CHECK][0])
+        live = st.session.liveness
+        left = live.remaining()
+        if left is not None and left <= 0:
+            live.cut_short = f"--max-time {live.max_time_s:g} s reached"
+        if live.cut_short or live.stopped:  # nothing more to learn: end the run, name what did not run
+            item.session.shouldstop = live.cut_short or live.stopped or True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Run a check; run it once more when its first attempt proves nothing about the feature: the
+    target was busy (not judged, re-run once it answers again) or it failed with a 5xx, a cut stream
+    or a timeout on a kind of request that worked elsewhere (a pass then is ``flaky``)."""
+    st = state_of(item.config)
+    sess = st.session
+    if CHECK not in item.stash or sess is None:
+        return (yield)
+    try:
+        return (yield)
+    except NotJudged as exc:
+        if sess.liveness.stopped or sess.liveness.cut_short or not sess.liveness.wait_until_answering():
+            raise
+        first: BaseException = exc
+    except (CheckFailed, AssertionError) as exc:
+        failed = exc.exchange if isinstance(exc, CheckFailed) else None
+        if not sess.worth_rerun(failed or key_exchange(None, sess.check_exchanges())):
+            raise
+        first = exc
+    item.stash[FIRST_ATTEMPT] = (first, sess.check_exchanges())
+    sess.begin_check(item.stash[CHECK][0])
+    item.runtest()
+    return None
 
 
 @pytest.hookimpl(wrapper=True)
@@ -84,6 +126,9 @@ def pytest_runtest_makereport(
     if result.status == "warn":
         rep.outcome = "skipped"
         rep.wasxfail = f"[{severity}] {check_id}: {result.message}"
+    elif result.status == "not_judged":  # no verdict either way: never a failure of the target
+        rep.outcome = "skipped"
+        rep.longrepr = (str(item.path), 0, f"[not judged] {check_id}: {result.message}")
     elif result.status in ("fail", "error"):
         rep.longrepr = _longrepr(result, call)
     return rep

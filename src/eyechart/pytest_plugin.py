@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the session pulls in httpx and the image server: only once 
 
 DEFAULT_PROFILE = "deepinfra"
 DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_TIME = 300.0  # a whole run: past it, the report names what did not run (exit 4)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,12 @@ SETTINGS = (
     Setting("fixture_host", "bind address of the fixture image server (default 127.0.0.1)", "str", "HOST"),
     Setting("fixture_url", "the fixture server's base URL as the target reaches it", "str", "URL"),
     Setting("request_timeout", _TIMEOUT_HELP, "float", "SECONDS"),
+    Setting(
+        "max_time",
+        f"end the run after this many seconds with a partial report (default {DEFAULT_MAX_TIME:g}; 0: none)",
+        "float",
+        "SECONDS",
+    ),
     Setting("report_dir", "write conformance.json, junit.xml, index.html (and bodies/) here", "str", "DIR"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -66,6 +66,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     contract.add_argument("--strict", action="store_true", help="SHOULD findings fail the run too")
     contract.add_argument(
+        "--max-time",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="end the run after this long with a partial report naming what did not run (exit 4; "
+        "default 300, 0: no limit)",
+    )
+    contract.add_argument(
+        "--request-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="bound of one request (default 30); a timeout is attributed with a cheap probe first",
+    )
+    contract.add_argument(
         "--suite",
         action="append",
         default=[],
@@ -96,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         fixture_host=args.fixture_host,
         fixture_url=args.fixture_url,
         extra_suites=list(args.suite),
+        max_time=args.max_time,
+        request_timeout=args.request_timeout,
     )
     console = Console()
     if args.list:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from eyechart.conform.checks import CheckFailed
+from eyechart.conform.printable import decoded
 from eyechart.wire.exchange import Exchange
 
 
@@ -25,7 +26,7 @@ def exchange_summary(ex: Exchange) -> dict[str, Any]:
         "status": ex.status,
         "error": f"{ex.error_class}: {ex.error}" if ex.error_class else None,
         "headers": dict(ex.response_headers),
-        "body_head": body.decode("utf-8", "replace") if body else None,
+        "body_head": decoded(body) if body else None,
         "body_bytes": ex.body_bytes,
         "elapsed_s": round(ex.elapsed_s, 4),
         **({"retried": ex.retried} if ex.retried else {}),

@@ -7,6 +7,7 @@ from collections.abc import Collection
 from typing import Any
 
 from eyechart.conform.checks import CheckFailed, expect, expect_schema, fail, skip
+from eyechart.conform.printable import decoded
 from eyechart.profiles import Profile
 from eyechart.wire.exchange import Exchange
 
@@ -25,7 +26,7 @@ def json_of(ex: Exchange, what: str = "the response body") -> Any:
     """The body parsed as JSON, or a :class:`CheckFailed` saying what came instead."""
     if ex.json_error is None:
         return ex.json
-    head = ex.body[:120].decode("utf-8", "replace")
+    head = decoded(ex.body[:120])
     raise CheckFailed(
         f"{what} is not JSON ({ex.json_error})",
         exchange=ex,

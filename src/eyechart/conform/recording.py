@@ -15,10 +15,15 @@ import pytest
 
 from eyechart.conform.checks import CheckFailed
 from eyechart.conform.evidence import evidence_for, key_exchange
+from eyechart.conform.liveness import NotJudged
 from eyechart.conform.results import CheckResult, ConformanceRun, status_for_finding
 from eyechart.conform.spec import CheckSpec
 from eyechart.conform.state import ConformState
 from eyechart.severity import Severity
+from eyechart.wire.exchange import Exchange
+
+# the first attempt of a check that was run twice: what it raised and the exchanges it made
+FIRST_ATTEMPT = pytest.StashKey[tuple[BaseException, list[Exchange]]]()
 
 
 def result_for(
@@ -34,6 +39,18 @@ def result_for(
     base: dict[str, Any] = dict(
         id=check_id, severity=severity, clause=spec.clause, nodeid=item.nodeid, duration_s=rep.duration
     )
+    first = item.stash.get(FIRST_ATTEMPT, None)
+    if rep.passed and first is not None and not isinstance(first[0], NotJudged):
+        failed = _as_failed(first[0])
+        return CheckResult(
+            status="flaky",
+            message=f"failed once ({failed.message}), then passed on a re-run: the target is unstable",
+            evidence={
+                **evidence_for(failed, first[1]),
+                "rerun": evidence_for(None, exchanges),
+            },
+            **base,
+        )
     if rep.passed:
         return CheckResult(
             status="pass", message="", evidence=evidence_for(None, exchanges, full=False), **base
@@ -43,17 +60,21 @@ def result_for(
         reason = reason.removeprefix("Skipped: ")
         return CheckResult(status="skip", message=reason, evidence={}, **base)
     exc = call.excinfo.value if call.excinfo else None
-    if isinstance(exc, CheckFailed | AssertionError):
-        failed = (
-            exc
-            if isinstance(exc, CheckFailed)
-            else CheckFailed(str(exc).split("\nassert ")[0] or "assertion failed")
+    if isinstance(exc, NotJudged):
+        return CheckResult(
+            status="not_judged",
+            message=exc.message,
+            evidence=evidence_for(CheckFailed(exc.message, exchange=exc.exchange), exchanges),
+            **base,
         )
+    if isinstance(exc, CheckFailed | AssertionError):
+        failed = _as_failed(exc)
+        again = " (failed again on a re-run)" if first is not None else ""
         if st.session is not None:  # a big request body of a finding goes to <run>/bodies/ for its reproducer
             st.session.save_bodies(check_id, key_exchange(failed, exchanges))
         return CheckResult(
             status=status_for_finding(severity, st.strict),
-            message=failed.message,
+            message=failed.message + again,
             evidence=evidence_for(failed, exchanges),
             **base,
         )
@@ -67,6 +88,12 @@ def result_for(
         evidence=evidence_for(None, exchanges),
         **base,
     )
+
+
+def _as_failed(exc: BaseException) -> CheckFailed:
+    if isinstance(exc, CheckFailed):
+        return exc
+    return CheckFailed(str(exc).split("\nassert ")[0] or "assertion failed")
 
 
 def build_run(st: ConformState) -> ConformanceRun:
@@ -85,5 +112,7 @@ def build_run(st: ConformState) -> ConformanceRun:
         results=[st.results[i] for i in st.order if i in st.results],
         not_run=[i for i in st.order if i not in st.results],
         deselected=st.deselected,
+        cut_short=sess.liveness.cut_short if sess else None,
+        stopped_answering=sess.liveness.stopped if sess else None,
         secrets=[s for s in [sess.api_key if sess else None, *st.secrets] if s],
     )

@@ -3,7 +3,10 @@
 Everything a report shows is decided here (the status order, the exit-code rule); ``eyechart.report``
 only renders a :class:`ConformanceRun`. Statuses: ``pass``; ``fail`` (a MUST, or a SHOULD under
 ``--strict``); ``warn`` (a SHOULD or INFO finding); ``skip`` (with its reason); ``error`` (the harness
-could not reach a verdict).
+could not reach a verdict); ``flaky`` (failed with a 5xx, a cut stream or a timeout on a kind of request
+that worked elsewhere, then passed on a re-run: the target is unstable, and a MUST that is flaky still
+fails the run); ``not_judged`` (the target was busy or the run was cut short while the check waited:
+no verdict either way, never blamed on the target).
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from eyechart.conform.printable import printable
 from eyechart.exitcodes import ExitCode
 from eyechart.severity import SEVERITIES, Severity
 
-Status = Literal["pass", "fail", "warn", "skip", "error"]
-STATUSES: tuple[Status, ...] = ("fail", "error", "warn", "skip", "pass")  # report order: action first
+Status = Literal["pass", "fail", "flaky", "warn", "skip", "error", "not_judged"]
+# report order: action first
+STATUSES: tuple[Status, ...] = ("fail", "flaky", "error", "not_judged", "warn", "skip", "pass")
+FINDINGS: tuple[Status, ...] = ("fail", "flaky", "error", "not_judged", "warn")
 SEVERITY_ORDER = {sev: i for i, sev in enumerate(SEVERITIES)}
 
 
@@ -41,6 +47,11 @@ class CheckResult:
     evidence: dict[str, Any] = field(default_factory=dict)
     nodeid: str = ""
     duration_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        # every string that came from the server is stored escaped (lone surrogates, control bytes)
+        self.message = printable(self.message)
+        self.evidence = printable(self.evidence)
 
     @property
     def area(self) -> str:
@@ -76,7 +87,12 @@ class ConformanceRun:
     skip: list[str] = field(default_factory=list)
     not_run: list[str] = field(default_factory=list)  # selected but never reported (run aborted)
     deselected: int = 0
+    cut_short: str | None = None  # why the run stopped before every selected check ran (--max-time)
+    stopped_answering: str | None = None  # the target stopped answering even a cheap probe
     secrets: list[str] = field(default_factory=list)  # scrubbed from every output, never written
+
+    def __post_init__(self) -> None:
+        self.model = printable(self.model)  # the model id came from the server's /models
 
     @property
     def duration_s(self) -> float:
@@ -101,18 +117,43 @@ class ConformanceRun:
 
     def findings(self) -> list[CheckResult]:
         """What needs a reader's attention, most urgent first: failures, errors, warnings."""
-        return [r for r in self.ordered() if r.status in ("fail", "error", "warn")]
+        return [r for r in self.ordered() if r.status in FINDINGS]
+
+    def headline(self) -> list[str]:
+        """What the run as a whole says about the target, before any single finding: instability
+        (flaky checks are not feature gaps), a target that stopped answering, a run cut short."""
+        lines = []
+        flaky = [r for r in self.results if r.status == "flaky"]
+        if flaky:
+            lines.append(
+                f"the target is unstable: {len(flaky)} check{'s' if len(flaky) != 1 else ''} hit random "
+                "5xx/disconnects/timeouts and passed on a re-run (see the flaky checks)"
+            )
+        if self.stopped_answering:
+            lines.append(self.stopped_answering)
+        not_judged = sum(r.status == "not_judged" for r in self.results)
+        if not_judged:
+            lines.append(
+                f"{not_judged} checks were not judged (the target was busy or the run was cut short)"
+            )
+        if self.cut_short:
+            lines.append(f"the run was cut short ({self.cut_short}): {len(self.not_run)} checks did not run")
+        return lines
 
 
 def exit_code(run: ConformanceRun) -> ExitCode:
     """0 all MUST pass (SHOULD only under --strict) · 1 a check failed · 4 the run proved nothing.
 
-    A harness error leaves a check without a verdict, so a run with errors and no failure is invalid
-    (4), as is a run where no check ran or one that stopped before every selected check reported.
+    1 when any check failed, a flaky MUST included (it did fail once). Else 4 when the run was cut
+    short, a MUST stayed ``not_judged``, a harness error left a check without a verdict, no check ran,
+    or the run stopped before every selected check reported.
     """
     counts = run.counts()
-    if counts["fail"]:
+    if counts["fail"] or any(r.status == "flaky" and r.severity == "MUST" for r in run.results):
         return ExitCode.FAILED
-    if counts["error"] or run.not_run or not run.results or counts["pass"] + counts["warn"] == 0:
+    must_unjudged = any(r.status == "not_judged" and r.severity == "MUST" for r in run.results)
+    if run.cut_short or must_unjudged or counts["error"] or run.not_run or not run.results:
+        return ExitCode.INVALID_RUN
+    if counts["pass"] + counts["warn"] + counts["flaky"] == 0:
         return ExitCode.INVALID_RUN
     return ExitCode.OK

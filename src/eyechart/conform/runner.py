@@ -64,6 +64,8 @@ class ConformOptions:
     suite_dir: Path | None = None  # default: the bundled conformance/ folder
     extra_suites: list[Path] = field(default_factory=list)  # --suite: folders of the user's own checks
     progress: bool = True
+    max_time: float | None = None  # seconds for the whole run (None: the plugin's default, 0: none)
+    request_timeout: float | None = None  # seconds for one request (None: the plugin's default)
 
 
 @dataclass
@@ -225,6 +227,10 @@ def pytest_args(opts: ConformOptions, run_dir: Path | None) -> list[str]:
         args += ["--eyechart-only", p]
     for p in opts.skip:
         args += ["--eyechart-skip", p]
+    if opts.request_timeout is not None:
+        args += ["--eyechart-request-timeout", f"{opts.request_timeout:g}"]
+    if opts.max_time is not None:
+        args += ["--eyechart-max-time", f"{opts.max_time:g}"]
     if opts.strict:
         args.append("--eyechart-strict")
     return args

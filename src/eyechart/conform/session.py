@@ -13,7 +13,9 @@ being blamed on the server.
     ex = api.request("GET", "/models", auth="wrong-key")
 
 A transport failure (refused, reset, timeout) of a request a check needs ends the check as failed with
-that exchange as evidence (``CheckFailed``), so a hanging target fails its cases, never the run.
+that exchange as evidence (``CheckFailed``), so a hanging target fails its cases, never the run. Every
+timeout is attributed first (:mod:`eyechart.conform.liveness`): a busy target makes the check
+``not_judged`` rather than failed, a kind of request the target never finishes fails fast after two.
 
 Reproducers stay usable after the run: with a report folder (``body_dir``), a finding whose request
 was too big to inline gets its exact body written to ``<run>/bodies/<check-id>-<n>.json``
@@ -36,6 +38,7 @@ from eyechart.conform.checks import CheckFailed
 from eyechart.conform.evidence import evidence_for as evidence_for  # re-exported for older imports
 from eyechart.conform.evidence import exchange_summary as exchange_summary
 from eyechart.conform.evidence import key_exchange as key_exchange
+from eyechart.conform.liveness import Liveness, request_kind
 from eyechart.conform.reading import expect_refusal as expect_refusal  # re-exported: cases import these
 from eyechart.conform.reading import first_choice as first_choice
 from eyechart.conform.reading import header as header
@@ -56,9 +59,10 @@ from eyechart.wire.sse import StreamAnalysis
 
 DEFAULT_TIMEOUT = 30.0  # seconds for one whole request; a check may ask for more (large images)
 CONNECT_TIMEOUT = 5.0
-STREAM_TIMEOUT = 60.0  # a whole stream; an endless one is cut here
-HUNG_AFTER = 3  # consecutive timeouts after which the target counts as hung
-HUNG_REPROBE_S = 5.0  # while hung, at most one quick /models probe per this many seconds
+STREAM_TIMEOUT = 30.0  # a whole stream of a small answer; an endless one is cut here
+PROBE_TIMEOUT = 5.0  # the cheap chat probe after a timeout: a target not busy answers it at once
+PATIENCE = 2.0  # x the request timeout: how long a busy target may take to answer the probe again
+LONGEST = 4.0  # x the request timeout: the cap on a longer timeout a check asks for (huge bodies)
 DEFAULT_CAP = 32  # completion tokens a body asks for unless a case says otherwise: keeps runs fast
 # The embedded target fetches from our loopback fixture server, and runs its latency model 10x faster:
 # streams still arrive token by token (incremental delivery stays checkable) but the suite is quick.
@@ -80,6 +84,7 @@ class Session:
         timeout: float = DEFAULT_TIMEOUT,
         target: RunningTarget | None = None,
         body_dir: Path | None = None,
+        max_time: float | None = None,
     ) -> None:
         self.base_url = base_url
         self.api_key = api_key
@@ -99,9 +104,14 @@ class Session:
         self.body_dir = body_dir  # where a finding's big request bodies go (None: reproducers abbreviate)
         self.check_id: str | None = None
         self._log: list[Exchange] = []
+        self._analyses: dict[int, StreamAnalysis] = {}  # id(exchange) -> stream analysis, current check
         self._saved = 0  # body files written for the current check
-        self._timeouts_in_a_row = 0
-        self._last_probe = 0.0
+        self.liveness = Liveness(
+            self._probe,
+            patience_s=PATIENCE * timeout,
+            deadline=time.monotonic() + max_time if max_time else None,
+            max_time_s=max_time,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -117,6 +127,7 @@ class Session:
         fixture_url: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         body_dir: Path | None = None,
+        max_time: float | None = None,
     ) -> Session:
         """Connect to ``base_url`` (or start the embedded target) and settle the model under test."""
         target = None
@@ -144,6 +155,7 @@ class Session:
             timeout=timeout,
             target=target,
             body_dir=body_dir,
+            max_time=max_time,
         )
 
     def close(self) -> None:
@@ -165,6 +177,7 @@ class Session:
         """Start recording the exchanges of ``check_id`` (the plugin calls this before each check)."""
         self.check_id = check_id
         self._log = []
+        self._analyses = {}
         self._saved = 0
 
     def check_exchanges(self) -> list[Exchange]:
@@ -285,8 +298,9 @@ class Session:
         ``auth``: True sends the session key, False none, a string that key. A transport failure
         (refused, reset, timeout, too large) raises :class:`CheckFailed` unless ``allow_transport_error``.
         """
-        self._fail_fast_if_hung(method, path)
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
+        kind = request_kind(method, url, json)
+        self.liveness.before(kind)
         ex = exchange.send(
             self.client,
             method,
@@ -294,10 +308,11 @@ class Session:
             api_key=self._key(auth),
             json_body=json,
             headers=dict(headers or {}),
-            timeout=timeout or self.timeout,
+            timeout=self._bounded(timeout),
             secret=self.api_key,
         )
         self._record(ex)
+        self.liveness.after(kind, ex)
         if ex.error_class and not allow_transport_error:
             raise CheckFailed(
                 f"{method} {path}: no usable response ({ex.error_class}: {ex.error})",
@@ -352,18 +367,22 @@ class Session:
             body = {**body, "stream": True}
         if valid:
             build.check_request(body, self.profile)
-        self._fail_fast_if_hung("POST", "/chat/completions")
+        url = self.base_url + "/chat/completions"
+        kind = request_kind("POST", url, body)
+        self.liveness.before(kind)
         ex, analysis = exchange.send_stream(
             self.client,
-            self.base_url + "/chat/completions",
+            url,
             api_key=self._key(auth),
             json_body=body,
             headers=dict(headers or {}),
-            timeout=timeout or self.timeout,
-            total_timeout=stream_timeout or max(STREAM_TIMEOUT, timeout or self.timeout),
+            timeout=self._bounded(timeout),
+            total_timeout=self._bounded(stream_timeout or max(self._stream_timeout, timeout or 0.0)),
             secret=self.api_key,
         )
         self._record(ex)
+        self._analyses[id(ex)] = analysis
+        self.liveness.after(kind, ex)
         if ex.error_class and ex.status is None and not allow_transport_error:
             raise CheckFailed(
                 f"stream: no response ({ex.error_class}: {ex.error})",
@@ -375,10 +394,39 @@ class Session:
     def _record(self, ex: Exchange) -> None:
         self._note_fixture_urls(ex)
         self._log.append(ex)
-        if ex.error_class == "timeout" and ex.status is None:
-            self._timeouts_in_a_row += 1
-        elif ex.status is not None:
-            self._timeouts_in_a_row = 0
+
+    @property
+    def _stream_timeout(self) -> float:
+        """A whole stream of a small answer: 30 s at the default request timeout, scaled with it."""
+        return STREAM_TIMEOUT * self.timeout / DEFAULT_TIMEOUT
+
+    def _bounded(self, asked: float | None) -> float:
+        """A request's time limit: the session's, or what the check asked for capped at ``LONGEST``
+        request timeouts; never past the run's ``--max-time`` (at least one second)."""
+        seconds = self.timeout if asked is None else min(asked, LONGEST * self.timeout)
+        left = self.liveness.remaining()
+        return seconds if left is None else max(1.0, min(seconds, left))
+
+    def _probe(self) -> Exchange:
+        """The cheap question asked after a timeout: a one-token chat answer (not recorded for a check)."""
+        body = build.chat_request(
+            self.model, [build.user("Say OK.")], max_tokens=1, profile=self.profile, validate=False
+        )
+        return exchange.send(
+            self.client,
+            "POST",
+            self.base_url + "/chat/completions",
+            api_key=self.api_key,
+            json_body=body,
+            timeout=min(PROBE_TIMEOUT, self.timeout),
+            max_body_bytes=PROBE_MAX_BYTES,
+            secret=self.api_key,
+        )
+
+    def worth_rerun(self, ex: Exchange | None) -> bool:
+        """Should a check that failed on ``ex`` run once more (see :mod:`eyechart.conform.liveness`)?
+        Only for an exchange this check sent itself (a shared one would be judged the same again)."""
+        return ex is not None and any(x is ex for x in self._log) and self.liveness.worth_rerun(ex)
 
     def _note_fixture_urls(self, ex: Exchange) -> None:
         """A reproducer whose image URLs point at this run's fixture server (stopped after the run) says
@@ -392,34 +440,6 @@ class Session:
         ex.curl = (
             f"# image URLs point at this run's fixture server {server.base_url}, stopped after the run;\n"
             f"# serve the same images there first: {serve}\n{ex.curl}"
-        )
-
-    def _fail_fast_if_hung(self, method: str, path: str) -> None:
-        """A target that timed out several times in a row fails the next checks at once (after a quick
-        re-probe), so a hung server costs seconds per check, not the full timeout of each request."""
-        if self._timeouts_in_a_row < HUNG_AFTER:
-            return
-        now = time.monotonic()
-        if now - self._last_probe >= HUNG_REPROBE_S:
-            self._last_probe = now
-            ex = exchange.send(
-                self.client,
-                "GET",
-                f"{self.base_url}/models",
-                api_key=self.api_key,
-                timeout=2.0,
-                max_body_bytes=PROBE_MAX_BYTES,
-                secret=self.api_key,
-            )
-            if ex.status is not None:
-                self._timeouts_in_a_row = 0
-                return
-        raise CheckFailed(
-            f"{method} {path}: not sent — the target stopped answering "
-            f"({self._timeouts_in_a_row} requests in a row timed out)",
-            exchange=self._log[-1] if self._log else None,
-            expected="an HTTP response",
-            got="timeout",
         )
 
     def models(self, *, auth: bool | str = True) -> Exchange:

@@ -44,7 +44,9 @@ def to_json(run: ConformanceRun) -> dict[str, Any]:
             "finished": _iso(run.finished),
             "duration_s": round(run.duration_s, 3),
             "exit_code": int(exit_code(run)),
+            "cut_short": run.cut_short or run.stopped_answering,
         },
+        "headline": run.headline(),
         "counts": run.counts(),
         "counts_by_severity": run.counts_by_severity(),
         "deselected": run.deselected,
@@ -136,6 +138,7 @@ def summary_lines(run: ConformanceRun, report_path: Path | str | None = None, li
     lines = [
         f"{run.target} · model {run.model} · profile {run.profile} · {run.duration_s:.1f} s",
         "  ".join(f"{k} {v}" for k, v in c.items()),
+        *run.headline(),
     ]
     findings = run.findings()
     for r in findings[:limit]:
@@ -173,9 +176,12 @@ def print_summary(
         ("checks", f"{len(run.results)} in {run.duration_s:.1f} s"),
     ):
         console.print(f"  {key:<8} {value}", markup=False, highlight=False, soft_wrap=True)
+    for said in run.headline():
+        console.print(f"  {scrub(said, run.secrets)}", style="bold yellow", highlight=False)
     table = Table(box=None, padding=(0, 2), show_edge=False)
     table.add_column("severity")
-    styles = {"fail": "red", "error": "yellow", "warn": "magenta", "skip": "dim", "pass": "green"}
+    styles = {"fail": "red", "flaky": "red", "error": "yellow", "not_judged": "yellow", "warn": "magenta"}
+    styles |= {"skip": "dim", "pass": "green"}
     for s in STATUSES:
         table.add_column(s, justify="right", style=styles[s])
     for sev, counts in run.counts_by_severity().items():

@@ -25,7 +25,7 @@ h1{font-size:1.5rem;margin-bottom:.2rem} .meta{color:#555}
 table{border-collapse:collapse;margin:1rem 0}
 th,td{padding:.25rem .6rem;text-align:left;border-bottom:1px solid #ddd}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
-.fail{color:#b00020;font-weight:600}.error{color:#a15c00;font-weight:600}.warn{color:#7b3fa0}.skip{color:#777}.pass{color:#17803d}
+.fail,.flaky{color:#b00020;font-weight:600}.not_judged{color:#a15c00}.error{color:#a15c00;font-weight:600}.warn{color:#7b3fa0}.skip{color:#777}.pass{color:#17803d}
 .badge{display:inline-block;padding:0 .45rem;border-radius:.3rem;font-size:.8rem;
  border:1px solid currentColor}
 .verdict-0{color:#17803d}.verdict-1{color:#b00020}.verdict-4{color:#a15c00}
@@ -125,6 +125,7 @@ def render_html(doc: dict[str, Any]) -> str:
 <div class="meta">target <code>{_e(run["target"])}</code> · model <code>{_e(run["model"])}</code> ·
 profile <code>{_e(run["profile"])}</code>{" (embedded target)" if run.get("embedded_target") else ""} ·
 {_e(run["started"])} · {_e(run["duration_s"])} s · exit code {_e(code)}{strict}</div>
+{"".join(f"<p class='headline'><b>{_e(h)}</b></p>" for h in doc.get("headline") or [])}
 <p>{counts}</p>
 {_matrix(checks)}
 {"".join(sections)}

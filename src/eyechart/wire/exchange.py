@@ -150,7 +150,10 @@ def summarize_body(body: Any) -> Any:
 
 def encode_body(body: Any) -> bytes:
     """The exact bytes send() puts on the wire for a JSON body (the reproducer uses the same)."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (a model id a server listed): send it as a JSON escape
+        return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
 _AUTH_HEADERS = {"authorization", "api-key", "x-api-key"}

@@ -266,35 +266,81 @@ def _run_locust(cmd: list[str], run_dir: Path, api_key: str, plan: RunPlan, cons
     return code
 
 
+PLAIN_EVERY_S = 5.0  # off a terminal (CI logs, pipes): one progress line this often
+
+
+def phase_of(plan: RunPlan, elapsed: float | None, p: dict[str, Any] | None) -> str:
+    """Where the run is in its plan: starting, warmup, measure, cooldown, drain (in-flight requests
+    finishing after the planned time) or reporting (Locust stopped, the reports are being written)."""
+    if elapsed is None or p is None:
+        return "starting"
+    if p.get("state") in ("stopped", "stopping", "cleanup"):
+        return "reporting" if p.get("state") != "stopping" else "drain"
+    if elapsed < plan.warmup_s:
+        return "warmup"
+    if plan.requests is not None:
+        return "measure" if p.get("requests", 0) < plan.requests else "drain"
+    if elapsed < plan.warmup_s + (plan.duration_s or 0):
+        return "measure"
+    if elapsed < plan.warmup_s + (plan.duration_s or 0) + plan.cooldown_s:
+        return "cooldown"
+    return "drain"
+
+
+def progress_line(plan: RunPlan, elapsed: float | None, p: dict[str, Any] | None) -> str:
+    """The live line: phase and the run's clock against its plan (from the first progress Locust
+    wrote, i.e. once the target is up and users start), run totals, and Locust's last-10-s window,
+    each labelled as what it is."""
+    phase = phase_of(plan, elapsed, p)
+    span = (plan.duration_s or 0) + plan.warmup_s + plan.cooldown_s
+    if elapsed is None or p is None:
+        return f"[{phase}] waiting for the first requests ..."
+    clock = f"{elapsed:.0f}s/{span:.0f}s" if span else f"{elapsed:.0f}s"
+    of = f"/{plan.requests}" if plan.requests else ""
+    p50, p95 = p.get("ttft_p50_ms"), p.get("ttft_p95_ms")
+    ttft = f"TTFT p50 {p50:.0f} ms p95 {p95:.0f} ms" if p50 is not None and p95 is not None else "TTFT -"
+    return (
+        f"[{phase} {clock}] total: {p.get('requests', 0)}{of} requests, {p.get('errors', 0)} failed · "
+        f"last 10 s: {p.get('rps', 0):.1f} req/s, {ttft}"
+    )
+
+
 def _watch(proc: subprocess.Popen[bytes], run_dir: Path, plan: RunPlan, console: Any) -> None:
     progress = run_dir / "progress.json"
-    total = f"/{plan.requests}" if plan.requests else ""
-    span = (plan.duration_s or 0) + plan.warmup_s + plan.cooldown_s
-    start = time.monotonic()
+    first: float | None = None  # wall time of the first progress Locust wrote: the run's clock starts
 
-    def line() -> str:
+    def read() -> tuple[float | None, dict[str, Any] | None]:
+        nonlocal first
         try:
             p = json.loads(progress.read_text())
         except (OSError, ValueError):
-            return f"[{time.monotonic() - start:5.1f}s] starting load ..."
-        p50, p95 = p.get("ttft_p50_ms"), p.get("ttft_p95_ms")
-        ttft = f"TTFT p50 {p50:.0f} ms p95 {p95:.0f} ms" if p50 is not None and p95 is not None else "TTFT -"
-        of = f"/{span:.0f}s" if span else ""
-        return (
-            f"[{time.monotonic() - start:5.1f}s{of}] requests {p.get('requests', 0)}{total} · "
-            f"errors {p.get('errors', 0)} · {p.get('rps', 0):.1f} req/s · {ttft}"
-        )
+            return None, None
+        if first is None:
+            first = float(p.get("time") or time.time())
+        return time.time() - first, p
 
-    if plan.quiet or not console.is_terminal:
+    if plan.quiet:
         while proc.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=0.5)
         return
-    with Live(line(), console=console, refresh_per_second=4, transient=False) as live:
+    if not console.is_terminal:
+        last, reported = 0.0, 0
+        while proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.5)
+            elapsed, p = read()
+            failed = int((p or {}).get("errors") or 0)
+            if (time.monotonic() - last >= PLAIN_EVERY_S or failed > reported) and proc.poll() is None:
+                # a line every few seconds, and at once when requests start failing
+                last, reported = time.monotonic(), failed
+                console.print(progress_line(plan, elapsed, p), markup=False)
+        return
+    with Live(progress_line(plan, None, None), console=console, refresh_per_second=4, transient=True) as live:
         while proc.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=0.25)
-            live.update(line())
+            live.update(progress_line(plan, *read()))
 
 
 def _print_result(run_dir: Path, code: int, interrupted: bool, log_path: Path, console: Any) -> None:
@@ -307,39 +353,65 @@ def _print_result(run_dir: Path, code: int, interrupted: bool, log_path: Path, c
         return
     try:
         s = json.loads(summary_path.read_text())
-        m = s["metrics"]
-
-        def ms(name: str, stat: str) -> str:
-            v = m.get(name, {}).get(stat)
-            return "-" if v is None else f"{v:.1f}"
-
-        r = s["requests"]
-        console.print(
-            f"{r.get('offered', r['total'])} offered · {r.get('sent', r['total'])} sent · "
-            f"{r.get('completed', r['ok'])} completed · {r['failed']} failed · "
-            f"{r.get('incomplete', 0)} incomplete (measure stage) "
-            f"in {s['duration_s']:.1f} s · "
-            f"{s['throughput']['requests_per_s']:.2f} req/s · "
-            f"{s['throughput']['output_tokens_per_s']:.0f} output tok/s",
-            markup=False,
-        )
-        for name in ("ttft", "ttft_sched", "itl", "tpot", "e2e", "schedule_lag"):
-            if m.get(name, {}).get("count"):
-                console.print(
-                    f"  {name:<13} p50 {ms(name, 'p50'):>9} ms  p95 {ms(name, 'p95'):>9} ms  "
-                    f"p99 {ms(name, 'p99'):>9} ms",
-                    markup=False,
-                )
-        for g in s.get("gates", []):
-            mark = "PASS" if g.get("passed") else "FAIL"
-            console.print(f"  [{mark}] {g.get('name')}: {g.get('detail', '')}", markup=False)
-        for w in s.get("warnings", []):
-            console.print(f"  warning: {w}", markup=False)
+        for line in summary_lines(s):
+            console.print(line, markup=False)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         console.print(f"(cannot read the summary: {exc})", markup=False)
     if interrupted:
         console.print("interrupted: the report is partial", markup=False)
-    console.print(f"report: {run_dir}  (exit {code})", markup=False)
+    console.print(f"report: {run_dir / 'index.html'}  (exit {code})", markup=False)
+
+
+def summary_lines(s: dict[str, Any]) -> list[str]:
+    """The end summary, readable alone in a CI log: what ran against what, then the numbers."""
+    run, m, r = s.get("run", {}), s["metrics"], s["requests"]
+    closed = run.get("rate") is None
+    if closed:
+        load = f"closed loop, {run.get('users')} users"
+    else:
+        load = f"open loop, {run.get('rate')} req/s {run.get('arrival') or ''} arrivals".replace("  ", " ")
+    stop = f"{run.get('requests_limit')} requests" if run.get("requests_limit") else ""
+    stages = f"warmup {run.get('warmup_s') or 0:g} s, cooldown {run.get('cooldown_s') or 0:g} s"
+    lines = [
+        f"target    {run.get('base_url', '')}",
+        f"model     {run.get('model', '')}",
+        f"workload  {run.get('workload', '')}",
+        f"load      {load}, {run.get('processes', 1)} process(es){' · ' + stop if stop else ''} · {stages}",
+        f"measured  {r.get('offered', r['total'])} offered · {r.get('sent', r['total'])} sent · "
+        f"{r.get('completed', r['ok'])} completed · {r['failed']} failed · {r.get('incomplete', 0)} incomplete "
+        f"in {s['duration_s']:.1f} s · {s['throughput']['requests_per_s']:.2f} req/s · "
+        f"{s['throughput']['output_tokens_per_s']:.0f} output tok/s",
+    ]
+
+    def ms(name: str, stat: str) -> str:
+        v = m.get(name, {}).get(stat)
+        return "-" if v is None else f"{v:.1f}"
+
+    # closed loop sends when the previous answer ends: TTFT_sched is TTFT there, so it is left out
+    names = (
+        ("ttft", "itl", "tpot", "e2e")
+        if closed
+        else ("ttft", "ttft_sched", "itl", "tpot", "e2e", "schedule_lag")
+    )
+    for name in names:
+        if m.get(name, {}).get("count"):
+            lines.append(
+                f"  {name:<13} p50 {ms(name, 'p50'):>9} ms  p95 {ms(name, 'p95'):>9} ms  "
+                f"p99 {ms(name, 'p99'):>9} ms"
+            )
+    errors = s.get("errors", {})
+    examples = errors.get("examples") or {}
+    for cls, n in (errors.get("by_class") or {}).items():
+        if n:
+            first = examples.get(cls) or []
+            ex = first[0] if first else ""
+            ex = ex if isinstance(ex, str) else json.dumps(ex, default=str)
+            lines.append(f"  failed {cls:<9} {n:>6}  first: {' '.join(ex.split())[:300]}")
+    for g in s.get("gates", []):
+        mark = "PASS" if g.get("passed") else "FAIL"
+        lines.append(f"  [{mark}] {g.get('name')}: {g.get('detail', '')}")
+    lines += [f"  warning: {w}" for w in s.get("warnings", [])]
+    return lines
 
 
 def plan_from_args(args: Any) -> RunPlan:

@@ -2,14 +2,17 @@
 
 Rendered from the already scrubbed ``conformance.json`` document, so it can never show more than the
 JSON does. Every string that came from the server (messages, bodies, headers) is HTML-escaped; there
-is no script and no external asset. Layout: the verdict, a matrix of areas × statuses, then every
-check with failures first, each finding with its evidence and curl reproducer.
+is no external asset; the one inline script only filters what is shown (by status, severity and a
+search over ids and messages) and the page reads the same without it. Layout: the verdict, a matrix of
+areas × statuses, the filters, then every check with failures first, each finding with its evidence and
+curl reproducer.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from html import escape
 from typing import Any
 
@@ -32,7 +35,39 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 details{border:1px solid #ddd;border-radius:.4rem;margin:.35rem 0;padding:.3rem .6rem}
 details[open]{background:#fafafa} summary{cursor:pointer}
 pre{white-space:pre-wrap;word-break:break-all;background:#f3f3f3;padding:.5rem;border-radius:.3rem;font-size:12px}
-code{font-size:12px} .clause{color:#555;font-size:.9rem}
+code{font-size:12px;overflow-wrap:anywhere} .clause{color:#555;font-size:.9rem}
+*{box-sizing:border-box} .scroll{overflow-x:auto;max-width:100%}
+.filters{display:flex;flex-wrap:wrap;gap:.4rem 1rem;align-items:center;margin:1rem 0;padding:.5rem .6rem;
+ border:1px solid #ddd;border-radius:.4rem;background:#fafafa}
+.filters fieldset{border:0;margin:0;padding:0;display:flex;flex-wrap:wrap;gap:.2rem .7rem}
+.filters legend{float:left;font-weight:600;margin-right:.4rem}
+.filters input[type=search]{flex:1 1 12rem;min-width:0;max-width:100%;padding:.2rem .4rem}
+.hidden{display:none}
+"""
+
+# Filters the checks in place: status and severity boxes, and a case-insensitive search over id and
+# message. Inline, no dependency; with scripts off every check stays visible.
+_JS = """
+(function(){
+  var form=document.getElementById('filters'); if(!form) return;
+  function apply(){
+    var on=function(n){return Array.prototype.map.call(form.querySelectorAll('input[name='+n+']:checked'),
+      function(i){return i.value;});};
+    var st=on('status'), sv=on('severity'), q=form.querySelector('input[type=search]').value.toLowerCase();
+    var shown=0;
+    document.querySelectorAll('details.check').forEach(function(d){
+      var ok=st.indexOf(d.dataset.status)>=0 && sv.indexOf(d.dataset.severity)>=0 &&
+        (!q || d.dataset.text.indexOf(q)>=0);
+      d.classList.toggle('hidden',!ok); if(ok) shown++;
+    });
+    document.querySelectorAll('section.area').forEach(function(s){
+      s.classList.toggle('hidden',!s.querySelector('details.check:not(.hidden)'));
+    });
+    document.getElementById('shown').textContent=shown+' shown';
+  }
+  form.addEventListener('input',apply); form.addEventListener('submit',function(e){e.preventDefault();});
+  apply();
+})();
 """
 
 
@@ -54,7 +89,7 @@ def _matrix(checks: list[dict[str, Any]]) -> str:
             f"<td class='n {s if by_area[area][s] else ''}'>{by_area[area][s] or ''}</td>" for s in _STATUSES
         )
         rows.append(f"<tr><td><a href='#area-{_e(area)}'>{_e(area)}</a></td>{cells}</tr>")
-    return f"<table><tr><th>area</th>{head}</tr>{''.join(rows)}</table>"
+    return f"<div class=scroll><table><tr><th>area</th>{head}</tr>{''.join(rows)}</table></div>"
 
 
 def _evidence(ev: dict[str, Any]) -> str:
@@ -100,7 +135,33 @@ def _check(c: dict[str, Any]) -> str:
         _evidence(c.get("evidence") or {}) if status != "pass" else ""
     )
     opened = " open" if status in ("fail", "error") else ""
-    return f"<details{opened}><summary>{head}</summary>{body}</details>"
+    text = _e(f"{c['id']} {c['message']}".lower())
+    return (
+        f"<details class='check'{opened} data-status='{_e(status)}' data-severity='{_e(c['severity'])}' "
+        f"data-text='{text}'><summary>{head}</summary>{body}</details>"
+    )
+
+
+def _filters(checks: list[dict[str, Any]]) -> str:
+    """Status and severity boxes (all on) and a search field; the script above applies them."""
+    statuses = [s for s in _STATUSES if any(c["status"] == s for c in checks)]
+    severities = [v for v in ("MUST", "SHOULD", "INFO") if any(c["severity"] == v for c in checks)]
+    severities += sorted({c["severity"] for c in checks} - set(severities))
+
+    def boxes(name: str, values: Sequence[str]) -> str:
+        items = "".join(
+            f"<label><input type=checkbox name={name} value='{_e(v)}' checked> {_e(v)}</label>"
+            for v in values
+        )
+        return f"<fieldset><legend>{name}</legend>{items}</fieldset>"
+
+    return (
+        "<form id=filters class=filters>"
+        + boxes("status", statuses)
+        + boxes("severity", severities)
+        + "<input type=search placeholder='search check ids and messages' aria-label='search'>"
+        + f"<span id=shown>{len(checks)} shown</span></form>"
+    )
 
 
 def render_html(doc: dict[str, Any]) -> str:
@@ -115,7 +176,11 @@ def render_html(doc: dict[str, Any]) -> str:
         areas.setdefault(c["area"], []).append(c)
     rank = {s: i for i, s in enumerate(_STATUSES)}
     for area in sorted(areas, key=lambda a: (min(rank[c["status"]] for c in areas[a]), a)):
-        sections.append(f"<h2 id='area-{_e(area)}'>{_e(area)}</h2>" + "".join(_check(c) for c in areas[area]))
+        sections.append(
+            f"<section class=area><h2 id='area-{_e(area)}'>{_e(area)}</h2>"
+            + "".join(_check(c) for c in areas[area])
+            + "</section>"
+        )
     strict = " · strict" if run.get("strict") else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -128,9 +193,11 @@ profile <code>{_e(run["profile"])}</code>{" (embedded target)" if run.get("embed
 {"".join(f"<p class='headline'><b>{_e(h)}</b></p>" for h in doc.get("headline") or [])}
 <p>{counts}</p>
 {_matrix(checks)}
+{_filters(checks)}
 {"".join(sections)}
 <p class="meta">eyechart {_e(doc["tool"]["version"])}. Severity: MUST fails the run; SHOULD is a warning
 (fails only with --strict); INFO is recorded.
 Reproducers read the key from <code>$EYECHART_API_KEY</code>.</p>
+<script id="filters-script">{_JS}</script>
 </body></html>
 """

@@ -7,11 +7,13 @@ that could come from the server or the user is passed through ``html.escape``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import json
 import math
 import os
+import shlex
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -56,7 +58,12 @@ def write_reports(
     write_histograms(run_dir / "histograms.json", stats.hists, stats.throughput_series())
     write_stages_csv(run_dir / "stages.csv", stats, stages)
     write_junit(run_dir / "junit.xml", verdict, doc)
-    (run_dir / "index.html").write_text(render_html(doc, stats, stages), "utf-8")
+    records = _read_records(run_dir)
+    failed = failed_requests(records, doc, run_dir)
+    over_time = records_over_time(records)
+    (run_dir / "index.html").write_text(
+        render_html(doc, stats, stages, failed=failed, over_time=over_time), "utf-8"
+    )
 
 
 def _finite(x: Any) -> Any:
@@ -152,14 +159,20 @@ def write_junit(path: Path, verdict: GateVerdict, summary: Mapping[str, Any]) ->
 
 # -- index.html -------------------------------------------------------------------------------------
 _CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+*{box-sizing:border-box}
+body{font:14px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:1100px;color:#222;padding:0 1em}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
-th{background:#f4f4f4}td.l,th.l{text-align:left}.pass{color:#1a7f37;font-weight:600}
-.fail{color:#c0392b;font-weight:600}
+.scroll{overflow-x:auto;max-width:100%;margin:.5em 0}
+table{border-collapse:collapse}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}
+td{font-variant-numeric:tabular-nums}th{background:#f4f4f4}td.l,th.l{text-align:left;white-space:normal}
+td.wrap{text-align:left;white-space:normal;overflow-wrap:anywhere}
+.charts{display:flex;flex-wrap:wrap;gap:.5em 1.5em;align-items:flex-start}
+.pass{color:#1a7f37;font-weight:600}.fail{color:#c0392b;font-weight:600}
 .verdict{font-size:1.2em;padding:.5em 1em;border-radius:4px;display:inline-block}
 .ok{background:#e6f4ea}.bad{background:#fdecea}code,pre{background:#f6f8fa;padding:1px 4px}
-pre{white-space:pre-wrap;word-break:break-all}svg{max-width:100%;height:auto}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;max-width:100%}svg{max-width:100%;height:auto;display:block}
+.head{color:#444}.head b{color:#222}
 """
 
 
@@ -176,7 +189,14 @@ def _num(x: Any) -> str:
     return _e(_plain(x))
 
 
-def render_html(summary: Mapping[str, Any], stats: LoadStats, stages: Sequence[Mapping[str, Any]]) -> str:
+def render_html(
+    summary: Mapping[str, Any],
+    stats: LoadStats,
+    stages: Sequence[Mapping[str, Any]],
+    *,
+    failed: Sequence[Mapping[str, Any]] = (),
+    over_time: Sequence[dict[str, float | None]] = (),
+) -> str:
     code = summary.get("verdict", {}).get("exit_code", 0)
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
@@ -185,6 +205,7 @@ def render_html(summary: Mapping[str, Any], stats: LoadStats, stages: Sequence[M
         f"<style>{_CSS}</style></head><body>",
         "<h1>eyechart load report</h1>",
         f"<p class='verdict {'ok' if code == 0 else 'bad'}'>exit {code}: {_e(_verdict_text(code))}</p>",
+        _header(summary),
         "<h2>Run</h2>",
         _kv_table(summary.get("run", {})),
         "<h2>Gates</h2>",
@@ -202,13 +223,15 @@ def render_html(summary: Mapping[str, Any], stats: LoadStats, stages: Sequence[M
             f"<p>{_num(te.get('requests'))} requests had no usage: their completion tokens were counted "
             "from content chunks and are estimates.</p>"
         )
-    parts += ["<h2>Errors</h2>", _errors_section(summary)]
+    parts += ["<h2>Errors</h2>", _errors_section(summary), _failed_table(failed)]
     dists = plots.distributions(
         {name: stats.hists[name].nonzero_buckets() for name in ("ttft", "itl", "e2e")}
     )
-    parts += ["<h2>Distributions</h2>", dists or "<p>no samples</p>"]
+    parts += ["<h2>Distributions</h2>", f"<div class=charts>{dists}</div>" if dists else "<p>no samples</p>"]
     parts += [
         "<h2>Over time (all stages)</h2>",
+        plots.latency_percentiles(over_time),
+        plots.in_flight(over_time),
         plots.time_series(stats.series_rows()) or "<p>no samples</p>",
     ]
     tpc = [p[4] / p[3] for p in stats.reservoir if p[3] and p[4] is not None]
@@ -230,6 +253,177 @@ def render_html(summary: Mapping[str, Any], stats: LoadStats, stages: Sequence[M
     return "\n".join(parts)
 
 
+def _header(summary: Mapping[str, Any]) -> str:
+    """What ran against what, readable alone: target, model, workload, load model, duration."""
+    run = summary.get("run", {})
+    if run.get("rate") is None:
+        load = f"closed loop, {run.get('users')} users"
+    else:
+        load = f"open loop, {run.get('rate')} req/s, {run.get('arrival') or 'poisson'} arrivals"
+    items = [
+        ("target", _target(summary)),
+        ("model", run.get("model")),
+        ("workload", run.get("workload")),
+        ("load", f"{load}, {run.get('processes', 1)} process(es)"),
+        ("measured", f"{_plain(float(summary.get('duration_s') or 0))} s"
+         f" (warmup {_plain(run.get('warmup_s') or 0)} s, cooldown {_plain(run.get('cooldown_s') or 0)} s)"),
+        ("started", run.get("started_at")),
+    ]  # fmt: skip
+    return "<p class=head>" + " · ".join(f"{k} <b>{_e(v)}</b>" for k, v in items if v is not None) + "</p>"
+
+
+def _read_records(run_dir: Path, limit: int = 500_000) -> list[dict[str, Any]]:
+    """The run's per-request records (bounded; a missing or cut file gives what it has)."""
+    from eyechart.load.recordfile import read_records
+
+    out: list[dict[str, Any]] = []
+    paths = [run_dir / "requests.jsonl.gz"]
+    if not paths[0].exists():
+        paths = sorted(run_dir.glob("requests-part*.jsonl.gz"))
+    for path in paths:
+        try:
+            for rec in read_records(path):
+                out.append(rec)
+                if len(out) >= limit:
+                    return out
+        except (OSError, ValueError, EOFError) as exc:  # a file still being written: what it has
+            del exc
+    return out
+
+
+def records_over_time(
+    records: Sequence[Mapping[str, Any]], buckets: int = 120
+) -> list[dict[str, float | None]]:
+    """Per time bucket: TTFT and E2E p50/p95/p99 of the requests that ended in it, and the mean number
+    of requests in flight (sent, not finished) during it."""
+    done = [r for r in records if r.get("t_send") and r.get("t_end")]
+    if not done:
+        return []
+    t0 = min(r["t_send"] for r in done)
+    t1 = max(r["t_end"] for r in done)
+    res = max(1e9, (t1 - t0) / buckets)  # ns, at least a second
+    n = int((t1 - t0) // res) + 1
+    ttft: list[list[float]] = [[] for _ in range(n)]
+    e2e: list[list[float]] = [[] for _ in range(n)]
+    busy = [0.0] * n
+    for r in done:
+        k = int((r["t_end"] - t0) // res)
+        e2e[k].append((r["t_end"] - r["t_send"]) / 1e6)
+        if r.get("t_first") and not r.get("error_class"):
+            ttft[k].append((r["t_first"] - r["t_send"]) / 1e6)
+        a, b = r["t_send"] - t0, r["t_end"] - t0
+        for j in range(int(a // res), int(b // res) + 1):
+            busy[j] += max(0.0, min(b, (j + 1) * res) - max(a, j * res)) / res
+
+    def pct(xs: list[float], q: float) -> float | None:
+        if not xs:
+            return None
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, math.ceil(q * len(xs)) - 1)]
+
+    return [
+        {
+            "t_s": (k + 0.5) * res / 1e9,
+            **{f"ttft_{q}_ms": pct(ttft[k], v) for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
+            **{f"e2e_{q}_ms": pct(e2e[k], v) for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
+            "in_flight": busy[k],
+        }
+        for k in range(n)
+    ]
+
+
+def failed_requests(
+    records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], run_dir: Path
+) -> list[dict[str, Any]]:
+    """The first failed request of each error class, with a curl reproducer (key as $EYECHART_API_KEY)
+    whose body is written next to the report as ``repro-<class>.json``."""
+    first: dict[str, Mapping[str, Any]] = {}
+    counts: dict[str, int] = {}
+    for r in records:
+        cls = r.get("error_class")
+        if cls:
+            counts[cls] = counts.get(cls, 0) + 1
+            first.setdefault(cls, r)
+    run = summary.get("run", {})
+    bodies = _case_bodies(run, {r.get("case") for r in first.values()})
+    out = []
+    for cls, r in first.items():
+        body = bodies.get((r.get("case"), r.get("transport"))) or bodies.get((r.get("case"), None))
+        repro = ""
+        if body is not None:
+            name = f"repro-{''.join(c if c.isalnum() else '_' for c in cls)}.json"
+            with contextlib.suppress(OSError):
+                (run_dir / name).write_bytes(body)
+                repro = (
+                    f"curl -sS -N {shlex.quote(str(run.get('base_url', '')) + '/chat/completions')} "
+                    '-H "Authorization: Bearer $EYECHART_API_KEY" -H "Content-Type: application/json" '
+                    f"-H {shlex.quote('X-Request-Id: ' + str(r.get('request_id')))} --data-binary @{name}"
+                )
+        out.append(
+            {
+                "class": cls,
+                "count": counts[cls],
+                "request_id": r.get("request_id"),
+                "stage": r.get("stage"),
+                "case": r.get("case"),
+                "status": r.get("status"),
+                "error": r.get("error"),
+                "reproducer": repro,
+            }
+        )
+    return out
+
+
+def _case_bodies(run: Mapping[str, Any], cases: set[Any]) -> dict[tuple[Any, Any], bytes]:
+    """The first pre-built body of each failing case (same workload and seed as the run)."""
+    if not cases or not run.get("workload"):
+        return {}
+    from eyechart.load.workloads import WorkloadError, build_templates, load_workload
+
+    try:
+        workload = load_workload(str(run["workload"]))
+        templates = build_templates(
+            workload, str(run.get("model", "")), url_for=lambda n: f"http://FIXTURE-SERVER/img/{n}"
+        )
+    except (WorkloadError, OSError, ValueError):
+        return {}
+    out: dict[tuple[Any, Any], bytes] = {}
+    for t in templates:
+        if t.case in cases:
+            out.setdefault((t.case, t.transport), t.body)
+            out.setdefault((t.case, None), t.body)
+    return out
+
+
+def _failed_table(failed: Sequence[Mapping[str, Any]]) -> str:
+    if not failed:
+        return ""
+    rows = "".join(
+        f"<tr><td class=l>{_e(f['class'])}</td><td>{_plain(f['count'])}</td>"
+        f"<td class=l><code>{_e(f['request_id'])}</code></td><td class=l>{_e(f['stage'])}</td>"
+        f"<td class=l>{_e(f['case'])}</td><td>{_e(_plain(f['status']))}</td>"
+        f"<td class=wrap>{_e(f['error'])}</td></tr>"
+        for f in failed
+    )
+    repros = "".join(
+        f"<p>{_e(f['class'])} (request <code>{_e(f['request_id'])}</code>):</p>"
+        f"<pre>{_e(f['reproducer'])}</pre>"
+        for f in failed
+        if f["reproducer"]
+    )
+    return (
+        "<h3>First failed request of each class</h3>"
+        "<p>The reproducer sends the same case's body (saved next to this report; URL images point at "
+        "FIXTURE-SERVER: serve them with <code>eyechart fixtures serve</code>) with the key from "
+        "<code>$EYECHART_API_KEY</code>.</p>"
+        + _box(
+            "<table><tr><th class=l>class</th><th>count</th><th class=l>request id</th><th class=l>stage</th>"
+            f"<th class=l>case</th><th>status</th><th class=l>error</th></tr>{rows}</table>"
+        )
+        + repros
+    )
+
+
 def _target(summary: Mapping[str, Any]) -> str:
     run = summary.get("run", {})
     return str(run.get("target") or run.get("base_url") or "")
@@ -239,9 +433,24 @@ def _definitions() -> dict[str, str]:
     return {name: f"[{m.unit}] {m.definition}" for name, m in METRICS.items()} | RUN_METRICS
 
 
+def _box(table: str) -> str:
+    """A table in its own horizontally scrolling box: a wide table never widens the page."""
+    return f"<div class=scroll>{table}</div>"
+
+
 def _kv_table(d: Mapping[str, Any]) -> str:
-    rows = "".join(f"<tr><th class=l>{_e(k)}</th><td class=l>{_num(v)}</td></tr>" for k, v in d.items())
-    return f"<table>{rows}</table>"
+    rows = "".join(f"<tr><th class=l>{_e(k)}</th><td class=wrap>{_num(v)}</td></tr>" for k, v in d.items())
+    return _box(f"<table>{rows}</table>")
+
+
+def _column_format(values: Sequence[Any]) -> Any:
+    """One number format for a whole column: integers as integers; floats with the decimals the
+    column's largest magnitude needs (1 from 100 up, else 3), so digits line up."""
+    nums = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    if nums and all(isinstance(v, int) or float(v).is_integer() for v in nums):
+        return lambda v: _plain(int(v)) if isinstance(v, float) and v.is_integer() else _plain(v)
+    big = max((abs(float(v)) for v in nums), default=0.0) >= 100
+    return lambda v: _plain(v) if not isinstance(v, float) else (f"{v:,.1f}" if big else f"{v:,.3f}")
 
 
 def _rows_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -251,8 +460,9 @@ def _rows_table(rows: Sequence[Mapping[str, Any]]) -> str:
     for r in rows:
         cols += [k for k in r if k not in cols]
     head = "".join(f"<th>{_e(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_num(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    fmt = {c: _column_format([r.get(c) for r in rows]) for c in cols}
+    body = "".join("<tr>" + "".join(f"<td>{_e(fmt[c](r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows)
+    return _box(f"<table><tr>{head}</tr>{body}</table>")
 
 
 def _gates_table(gates: Sequence[Mapping[str, Any]]) -> str:
@@ -262,10 +472,10 @@ def _gates_table(gates: Sequence[Mapping[str, Any]]) -> str:
         f"<tr><td class=l>{_e(g['name'])}</td><td class=l>{_e(g['kind'])}</td>"
         f"<td class=l>{_e(g['threshold'])}</td><td>{_num(g['observed'])}</td>"
         f"<td class={'pass' if g['passed'] else 'fail'}>"
-        f"{'pass' if g['passed'] else 'FAIL'}</td><td class=l>{_e(g['detail'])}</td></tr>"
+        f"{'pass' if g['passed'] else 'FAIL'}</td><td class=wrap>{_e(g['detail'])}</td></tr>"
         for g in gates
     )
-    return (
+    return _box(
         "<table><tr><th class=l>gate</th><th class=l>kind</th><th class=l>threshold</th><th>observed</th>"
         f"<th>result</th><th class=l>detail</th></tr>{rows}</table>"
     )
@@ -282,14 +492,14 @@ def _throughput_table(summary: Mapping[str, Any]) -> str:
 
 def _metric_table(summary: Mapping[str, Any], names: Sequence[str]) -> str:
     head = "".join(f"<th>{s}</th>" for s in TABLE_STATS)
+    metrics = [(n, summary.get("metrics", {}).get(n)) for n in names]
+    metrics = [(n, m) for n, m in metrics if m]
+    fmt = {s: _column_format([m.get(s) for _, m in metrics]) for s in TABLE_STATS}
     rows = []
-    for name in names:
-        m = summary.get("metrics", {}).get(name)
-        if not m:
-            continue
-        cells = "".join(f"<td>{_num(m.get(s))}</td>" for s in TABLE_STATS)
+    for name, m in metrics:
+        cells = "".join(f"<td>{_e(fmt[s](m.get(s)))}</td>" for s in TABLE_STATS)
         rows.append(f"<tr><th class=l>{_e(name)} <small>({_e(m.get('unit', ''))})</small></th>{cells}</tr>")
-    return f"<table><tr><th class=l>metric</th>{head}</tr>{''.join(rows)}</table>"
+    return _box(f"<table><tr><th class=l>metric</th>{head}</tr>{''.join(rows)}</table>")
 
 
 def _errors_section(summary: Mapping[str, Any]) -> str:
@@ -344,6 +554,8 @@ def print_summary(summary: Mapping[str, Any], verdict: GateVerdict, console: Con
 def _plain(x: Any) -> str:
     if x is None:
         return "–"
+    if isinstance(x, bool):  # before int: True is an int to Python, a word to a reader
+        return "yes" if x else "no"
     if isinstance(x, float):
         return f"{x:,.3f}" if abs(x) < 1000 else f"{x:,.1f}"
     if isinstance(x, int):

@@ -47,7 +47,10 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 def _log_ticks(lo: float, hi: float) -> list[float]:
     decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
     mults = (1, 2, 5) if len(decades) <= 4 else (1,)
-    return [m * 10.0**d for d in decades for m in mults if lo <= m * 10.0**d <= hi]
+    ticks = [m * 10.0**d for d in decades for m in mults if lo <= m * 10.0**d <= hi]
+    if len(ticks) < 3:  # a range inside one decade (all ITLs near 27 ms): plain ticks, placed on the log axis
+        ticks = [t for t in _nice_ticks(lo, hi, 4) if t > 0]
+    return ticks
 
 
 class _Panel:
@@ -73,6 +76,7 @@ class _Panel:
         y0, y1 = ylim
         self.y0, self.y1 = (y0, y1) if y1 > y0 else (y0, y0 + 1.0)
         self.marks: list[str] = []
+        self.legend: list[tuple[str, str]] = []  # drawn in the top margin, never over the data
         self.title, self.xlabel, self.ylabel = title, xlabel, ylabel
         self.xticks = _log_ticks(*xlim) if xlog else _nice_ticks(*xlim)
         self.yticks = _nice_ticks(*ylim)
@@ -106,9 +110,17 @@ class _Panel:
             "fill='none' stroke='#888'/>"
         )
         if self.title:
+            anchor, x = ("start", _L) if self.legend else ("middle", w / 2)
             out.append(
-                f"<text x='{w / 2:.0f}' y='14' text-anchor='middle' font-size='11'>{_e(self.title)}</text>"
+                f"<text x='{x:.0f}' y='14' text-anchor='{anchor}' font-size='11'>{_e(self.title)}</text>"
             )
+        x = w - _R
+        for label, color in reversed(self.legend):  # right-aligned, in the top margin above the plot
+            out.append(
+                f"<text class='legend' x='{x}' y='14' text-anchor='end' fill='{color}'>"
+                f"&#9472;&#9472; {_e(label)}</text>"
+            )
+            x -= 6 * len(label) + 30
         if self.xlabel:
             out.append(
                 f"<text x='{(w + _L) / 2:.0f}' y='{h - 6}' text-anchor='middle'>{_e(self.xlabel)}</text>"
@@ -127,7 +139,7 @@ class _Panel:
         for (a, b), c in zip(itertools.pairwise(edges), counts, strict=False):
             if c <= 0:
                 continue
-            x0, x1, top = self.x(a), self.x(b), self.y(c)
+            x0, x1, top = max(self.x(a), _L), min(self.x(b), self.w - _R), self.y(c)  # clipped to the plot
             self.marks.append(
                 f"<rect x='{x0:.1f}' y='{top:.1f}' width='{max(x1 - x0 - 0.5, 0.5):.1f}' "
                 f"height='{base - top:.1f}' fill='{color}'/>"
@@ -150,11 +162,7 @@ class _Panel:
                 cx, cy = seg[0].split(",")
                 self.marks.append(f"<circle cx='{cx}' cy='{cy}' r='1.5' fill='{color}'/>")
         if label:
-            n = sum(1 for m in self.marks if m.startswith("<text class='legend'"))
-            y = _T + 12 + 12 * n
-            self.marks.append(
-                f"<text class='legend' x='{_L + 8}' y='{y}' fill='{color}'>&#9472; {_e(label)}</text>"
-            )
+            self.legend.append((label, color))
 
     def dots(self, points: Sequence[tuple[float, float]], color: str = BLUE) -> None:
         self.marks.extend(
@@ -178,6 +186,17 @@ def _hist(values: Sequence[float], weights: Sequence[float], edges: Sequence[flo
     return counts
 
 
+def _weighted_quantile(values: Sequence[float], weights: Sequence[float], q: float) -> float:
+    """The value below which a share ``q`` of the weight lies (``values`` ascending)."""
+    total = sum(weights)
+    acc = 0.0
+    for v, w in zip(values, weights, strict=True):
+        acc += w
+        if acc >= q * total:
+            return v
+    return values[-1]
+
+
 def distributions(named: dict[str, Buckets]) -> str:
     """One panel per latency: counts over log-spaced bins (ms), from the HDR histogram buckets."""
     out = []
@@ -186,12 +205,18 @@ def distributions(named: dict[str, Buckets]) -> str:
             continue
         values = [max(v, 1) / 1000 for v, _ in buckets]
         weights = [float(c) for _, c in buckets]
-        lo, hi = min(values), max(values)
-        if hi <= lo:
-            hi = lo * 1.1 + 0.001
+        # the axis spans the bulk (0.5 %..99.5 % of the samples): a few near-zero gaps must not stretch
+        # an axis of 27 ms values down to 0.001 ms; the few outside are counted in the edge bins
+        hi = _weighted_quantile(values, weights, 0.995)
+        lo = max(_weighted_quantile(values, weights, 0.005), hi / 1000)  # at most 3 decades
+        if hi <= lo * 1.2:
+            lo, hi = lo / 1.25, hi * 1.25
+        clamped = sum(w for v, w in zip(values, weights, strict=True) if v < lo or v > hi)
+        values = [min(max(v, lo), hi) for v in values]
         edges = [lo * (hi / lo) ** (i / 40) for i in range(41)]
         counts = _hist(values, weights, edges)
-        p = _Panel(320, 220, (lo, hi), (0, max(counts) * 1.05), title=name, xlabel=f"{name} (ms)",
+        note = f" ({clamped:.0f} outside, in the edge bins)" if clamped else ""
+        p = _Panel(320, 220, (lo, hi), (0, max(counts) * 1.05), title=name + note, xlabel=f"{name} (ms)",
                    ylabel="count", xlog=True)  # fmt: skip
         p.bars(edges, counts)
         out.append(p.svg())
@@ -233,6 +258,48 @@ def time_series(rows: Sequence[dict[str, float]]) -> str:
             errors.svg(),
         )
     )
+
+
+def latency_percentiles(rows: Sequence[dict[str, float | None]]) -> str:
+    """TTFT and E2E p50/p95/p99 per time bucket (from the per-request records), one panel each."""
+    if not rows:
+        return ""
+    t = [float(r["t_s"] or 0) for r in rows]
+    span = (min(t), max(t) if max(t) > min(t) else min(t) + 1)
+    out = []
+    for metric, title in (("ttft", "TTFT percentiles"), ("e2e", "E2E percentiles")):
+        keys = [
+            (f"{metric}_p50_ms", "p50", BLUE),
+            (f"{metric}_p95_ms", "p95", ORANGE),
+            (f"{metric}_p99_ms", "p99", RED),
+        ]
+        ymax = max((float(r[k] or 0) for k, _, _ in keys for r in rows), default=0) or 1.0
+        p = _Panel(
+            660,
+            170,
+            span,
+            (0, ymax * 1.08),
+            title=title,
+            ylabel="ms",
+            xlabel="seconds since the first request",
+        )
+        for key, label, color in keys:
+            p.line(t, [r[key] for r in rows], color, label)
+        out.append(p.svg())
+    return "<br>".join(out)
+
+
+def in_flight(rows: Sequence[dict[str, float | None]]) -> str:
+    """Requests in flight (sent, not yet finished) over time: the load the target really carried."""
+    if not rows:
+        return ""
+    t = [float(r["t_s"] or 0) for r in rows]
+    span = (min(t), max(t) if max(t) > min(t) else min(t) + 1)
+    ymax = max(float(r["in_flight"] or 0) for r in rows) or 1.0
+    p = _Panel(660, 150, span, (0, ymax * 1.1), title="requests in flight (mean per bucket)",
+               ylabel="requests", xlabel="seconds since the first request")  # fmt: skip
+    p.line(t, [r["in_flight"] for r in rows], GREEN)
+    return p.svg()
 
 
 def tokens_per_chunk(values: Sequence[float]) -> str:

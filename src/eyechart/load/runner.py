@@ -378,8 +378,9 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
         f"workload  {run.get('workload', '')}",
         f"load      {load}, {run.get('processes', 1)} process(es){' · ' + stop if stop else ''} · {stages}",
         f"measured  {r.get('offered', r['total'])} offered · {r.get('sent', r['total'])} sent · "
-        f"{r.get('completed', r['ok'])} completed · {r['failed']} failed · {r.get('incomplete', 0)} incomplete "
-        f"in {s['duration_s']:.1f} s · {s['throughput']['requests_per_s']:.2f} req/s · "
+        f"{r.get('completed', r['ok'])} completed · {r['failed']} failed · "
+        f"{r.get('incomplete', 0)} incomplete in {s['duration_s']:.1f} s · "
+        f"{s['throughput']['requests_per_s']:.2f} req/s · "
         f"{s['throughput']['output_tokens_per_s']:.0f} output tok/s",
     ]
 

@@ -9,6 +9,14 @@ examples:
   eyechart load --base-url https://api.example.com/v1/openai --model my-vlm \\
       --slo "ttft_p95<=2s,itl_p99<=80ms,error_rate<=1%,goodput>=95%" --baseline reports/base-load
   eyechart load --base-url http://10.0.0.7:8000/v1 --fixture-host 0.0.0.0 --fixture-url http://10.0.0.5:8900
+  eyechart load --sweep rate=auto --slo "ttft_p95<=2s"      # then: eyechart plan RUN_DIR --slo ...
+  eyechart load --sweep rate=1,2,4,8 --max-rate 6 --max-requests 2000     # capped for a production target
+  eyechart load --expect-workers 2 ...     # master; on each load host: eyechart load --worker --master-host H
+
+A sweep runs each point as a whole run (own folder under RUN_DIR/points/, drained before the next) and
+writes sweep.points[] and sweep.knee to RUN_DIR/summary.json; its exit code judges the points at or
+below the knee (points past saturation are expected to breach SLOs). 429 answers count as the target's
+overload signal (overload_rate per point) and are never retried.
 
 The API key comes from --api-key or $EYECHART_API_KEY and is never written to any report or log.
 A workload with URL transport (captioning-mixed sends 30 % of its images as URLs) gets a fixture
@@ -35,7 +43,8 @@ from eyechart import options
 from eyechart.exitcodes import ExitCode
 from eyechart.load import probe
 from eyechart.load.arrivals import ARRIVALS
-from eyechart.load.runner import RunError, execute, plan_from_args
+from eyechart.load.runner import RunError, execute, plan_from_args, run_worker
+from eyechart.report.sweep import write_sweep_report
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +80,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     w.add_argument("--seed", type=int, default=0, help="seed for arrivals and request choice")
     w.add_argument("--processes", type=int, default=1, help="load processes (Locust master + N workers)")
+    s = parser.add_argument_group("sweeps and safety caps")
+    s.add_argument(
+        "--sweep",
+        metavar="SPEC",
+        help="rate=auto, rate=1,2,4,8 or users=1,2,4,8 (--duration per point, default 20s)",
+    )
+    s.add_argument("--max-rate", type=float, metavar="R", help="no sweep point offers more than R req/s")
+    s.add_argument("--max-requests", type=int, metavar="N", help="a sweep sends at most N requests in all")
+    s.add_argument("--max-tokens-total", type=int, metavar="N", help="a sweep stops before passing N tokens")
+    h = parser.add_argument_group("load across hosts (Locust's master and workers)")
+    h.add_argument("--expect-workers", type=int, metavar="N", help="be the master: wait for N workers")
+    h.add_argument("--worker", action="store_true", help="be a worker of the master at --master-host")
+    h.add_argument("--master-host", metavar="HOST", help="the master's address (with --worker)")
+    h.add_argument("--master-port", type=int, default=5557, help="the master's port (default 5557)")
     g = parser.add_argument_group("gates and reports")
     g.add_argument("--slo", help='e.g. "ttft_p95<=2s,itl_p99<=80ms,error_rate<=1%%,goodput>=95%%"')
     g.add_argument("--baseline", help="a previous run folder to compare with (confidence intervals)")
@@ -88,11 +111,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.users is None and args.rate is None:
+    if args.worker:
+        if not args.master_host:
+            print("error: --worker needs --master-host HOST", file=sys.stderr)
+            return int(ExitCode.USAGE)
+        return run_worker(args.master_host, args.master_port, args.api_key)
+    if args.users is None and args.rate is None and not args.sweep:
         args.users = 8
     try:
         plan = plan_from_args(args)
     except RunError as exc:
         print(f"eyechart load: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)
-    return execute(plan)
+    return execute(plan, write_sweep=write_sweep_report)

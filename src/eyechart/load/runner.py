@@ -19,7 +19,8 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ from rich.live import Live
 from eyechart import bundled
 from eyechart.exitcodes import ExitCode
 from eyechart.images.server import FixtureServer, FixtureServerError
+from eyechart.load import sweep as sweeps
 from eyechart.load.arrivals import ArrivalError, LoadModel
 from eyechart.load.gates import GateError, parse_slo
 from eyechart.load.workloads import Workload, WorkloadError, build_templates, load_workload
@@ -71,6 +73,14 @@ class RunPlan:
     fixture_url: str | None = None
     drain_s: float = 60.0
     request_timeout_s: float = 120.0
+    sweep: sweeps.SweepSpec | None = None
+    caps: sweeps.Caps = field(default_factory=sweeps.Caps)
+    expect_workers: int = 0  # > 0: Locust master for workers started elsewhere (another host)
+    master_port: int = 5557
+
+
+SweepWriter = Callable[[Path, dict[str, Any]], None]
+"""Writes a sweep's summary.json and index.html (``eyechart.report.load.write_sweep_report``)."""
 
 
 def parse_duration(text: str) -> float:
@@ -151,13 +161,18 @@ def locust_command(
         cmd += ["--max-cpu", str(plan.max_cpu)]
     if plan.processes > 1:
         cmd += ["--processes", str(plan.processes)]
+    if plan.expect_workers:  # workers connect from elsewhere; the master waits for them (bounded)
+        cmd += ["--master", "--expect-workers", str(plan.expect_workers), "--expect-workers-max-wait", "300"]
+    if plan.expect_workers or plan.processes > 1:
+        cmd += ["--master-bind-port", str(plan.master_port)]
     if fixture_url:
         cmd += ["--fixture-url", fixture_url]
     return cmd
 
 
-def execute(plan: RunPlan) -> int:
-    """Run the plan; returns the exit code (:mod:`eyechart.exitcodes`)."""
+def execute(plan: RunPlan, write_sweep: SweepWriter | None = None) -> int:
+    """Run the plan (one run, or a sweep of runs against the same target and fixture server);
+    returns the exit code (:mod:`eyechart.exitcodes`)."""
     console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False, soft_wrap=True)
     target = fixtures = None
     try:
@@ -189,8 +204,12 @@ def execute(plan: RunPlan) -> int:
         except TargetError as exc:
             raise RunError(str(exc)) from None
         run_dir = new_run_dir(plan.report_dir, "load")
-        cmd = locust_command(plan, run_dir, model, base_url, fixtures.base_url if fixtures else None)
-        code = _run_locust(cmd, run_dir, api_key, plan, console)
+        fixture_url = fixtures.base_url if fixtures else None
+        if plan.sweep is not None:
+            code = _run_sweep(plan, run_dir, model, base_url, fixture_url, api_key, console, write_sweep)
+        else:
+            cmd = locust_command(plan, run_dir, model, base_url, fixture_url)
+            code = _run_locust(cmd, run_dir, api_key, plan, console)
         if fixtures is not None:
             served = sum(fixtures.hits(f"/img/{s.value}") for s in workload.images if s.kind == "fixture")
             console.print(f"fixture server: {served} image fetches", markup=False)
@@ -203,6 +222,54 @@ def execute(plan: RunPlan) -> int:
             target.stop()
         if fixtures is not None:
             fixtures.stop()
+
+
+def _run_sweep(
+    plan: RunPlan,
+    run_dir: Path,
+    model: str,
+    base_url: str,
+    fixture_url: str | None,
+    api_key: str,
+    console: Any,
+    write_sweep: SweepWriter | None,
+) -> int:
+    """Each point is a whole Locust run in its own sub-folder; the sweep's summary goes on top."""
+    assert plan.sweep is not None
+    sweep = sweeps.Sweep(plan.sweep, plan.caps, probe_users=plan.load.users or sweeps.PROBE_USERS)
+
+    def run_point(load: sweeps.PointLoad, folder: Path, prefix: str) -> int:
+        folder.mkdir(parents=True, exist_ok=True)
+        model_ = replace(plan.load, users=load.users, rate=load.rate)
+        limits = [n for n in (plan.requests, load.requests) if n is not None]
+        p = replace(plan, load=model_, requests=min(limits) if limits else None)
+        if load.requests is not None and p.duration_s is None:
+            p = replace(p, duration_s=60.0)
+        return _run_locust(
+            locust_command(p, folder, model, base_url, fixture_url), folder, api_key, p, console, prefix
+        )
+
+    sweep.run(run_dir, run_point)
+    summary = sweeps.sweep_summary(
+        sweep, run_dir, {"base_url": base_url, "model": model, "workload": plan.workload, "slo": plan.slo}
+    )
+    if write_sweep is not None:
+        write_sweep(run_dir, summary)
+    else:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str), "utf-8")
+    code = int(summary["verdict"]["exit_code"])
+    knee = summary["sweep"]["knee"]
+    for p in summary["sweep"]["points"]:
+        mark = "knee" if knee and p["label"] == knee["label"] else "SATURATED" if p["saturated"] else ""
+        console.print(
+            f"  {p['label']:<16} achieved {p['achieved_rps'] or 0:7.2f} req/s  exit {p['exit_code']}"
+            f"{'' if p['valid'] else '  INVALID'}  {mark}",
+            markup=False,
+        )
+    for note in summary["sweep"]["notes"]:
+        console.print(f"  note: {note}", markup=False)
+    console.print(f"sweep report: {run_dir}  (exit {code})", markup=False)
+    return code
 
 
 def check_plan(plan: RunPlan) -> Workload:
@@ -228,7 +295,9 @@ def check_plan(plan: RunPlan) -> Workload:
     return workload
 
 
-def _run_locust(cmd: list[str], run_dir: Path, api_key: str, plan: RunPlan, console: Any) -> int:
+def _run_locust(
+    cmd: list[str], run_dir: Path, api_key: str, plan: RunPlan, console: Any, prefix: str = ""
+) -> int:
     env = {**os.environ, "EYECHART_API_KEY": api_key, "PYTHONUNBUFFERED": "1"}
     log_path = run_dir / "locust.log"
     with log_path.open("wb") as log:
@@ -252,7 +321,7 @@ def _run_locust(cmd: list[str], run_dir: Path, api_key: str, plan: RunPlan, cons
     previous = signal.signal(signal.SIGINT, on_sigint)
     previous_term = signal.signal(signal.SIGTERM, on_sigint)
     try:
-        _watch(proc, run_dir, plan, console)
+        _watch(proc, run_dir, plan, console, prefix)
         code = proc.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -305,7 +374,9 @@ def progress_line(plan: RunPlan, elapsed: float | None, p: dict[str, Any] | None
     )
 
 
-def _watch(proc: subprocess.Popen[bytes], run_dir: Path, plan: RunPlan, console: Any) -> None:
+def _watch(
+    proc: subprocess.Popen[bytes], run_dir: Path, plan: RunPlan, console: Any, prefix: str = ""
+) -> None:
     progress = run_dir / "progress.json"
     first: float | None = None  # wall time of the first progress Locust wrote: the run's clock starts
 
@@ -334,13 +405,15 @@ def _watch(proc: subprocess.Popen[bytes], run_dir: Path, plan: RunPlan, console:
             if (time.monotonic() - last >= PLAIN_EVERY_S or failed > reported) and proc.poll() is None:
                 # a line every few seconds, and at once when requests start failing
                 last, reported = time.monotonic(), failed
-                console.print(progress_line(plan, elapsed, p), markup=False)
+                console.print(prefix + progress_line(plan, elapsed, p), markup=False)
         return
-    with Live(progress_line(plan, None, None), console=console, refresh_per_second=4, transient=True) as live:
+    with Live(
+        prefix + progress_line(plan, None, None), console=console, refresh_per_second=4, transient=True
+    ) as live:
         while proc.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=0.25)
-            live.update(progress_line(plan, *read()))
+            live.update(prefix + progress_line(plan, *read()))
 
 
 def _print_result(run_dir: Path, code: int, interrupted: bool, log_path: Path, console: Any) -> None:
@@ -416,9 +489,21 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
 
 
 def plan_from_args(args: Any) -> RunPlan:
+    spec = None
+    if getattr(args, "sweep", None):
+        try:
+            spec = sweeps.parse_sweep(args.sweep)
+        except sweeps.SweepError as exc:
+            raise RunError(str(exc)) from None
+        if args.rate is not None or (args.users is not None and spec.values is not None):
+            raise RunError(
+                "--sweep sets each point's load: drop --rate/--users (--users with rate=auto sizes its probe)"
+            )
+        if args.baseline:
+            raise RunError("--baseline compares single runs: compare a sweep's points with eyechart plan")
     try:
         load = LoadModel(
-            users=args.users if args.rate is None else None,
+            users=(args.users or sweeps.PROBE_USERS) if spec else args.users if args.rate is None else None,
             rate=args.rate,
             arrival=args.arrival,
             burstiness=args.burstiness,
@@ -433,9 +518,16 @@ def plan_from_args(args: Any) -> RunPlan:
     requests = args.requests
     if requests is not None and requests < 1:
         raise RunError("--requests must be at least 1")
-    duration = None if requests else parse_duration(args.duration or "60s")
+    duration = None if requests else parse_duration(args.duration or ("20s" if spec else "60s"))
     if args.processes < 1:
         raise RunError("--processes must be at least 1")
+    for flag in ("max_rate", "max_requests", "max_tokens_total"):
+        v = getattr(args, flag, None)
+        if v is not None and not v > 0:
+            raise RunError(f"--{flag.replace('_', '-')} must be positive")
+    expect = getattr(args, "expect_workers", None) or 0
+    if expect and args.processes > 1:
+        raise RunError("give --processes (workers here) or --expect-workers (workers elsewhere), not both")
     return RunPlan(
         base_url=args.base_url,
         api_key=args.api_key,
@@ -461,6 +553,14 @@ def plan_from_args(args: Any) -> RunPlan:
         fixture_url=getattr(args, "fixture_url", None),
         drain_s=_seconds(getattr(args, "drain", "60s"), allow_zero=True),
         request_timeout_s=_seconds(getattr(args, "request_timeout", "120s")),
+        sweep=spec,
+        caps=sweeps.Caps(
+            max_rate=getattr(args, "max_rate", None),
+            max_requests=getattr(args, "max_requests", None),
+            max_tokens_total=getattr(args, "max_tokens_total", None),
+        ),
+        expect_workers=expect,
+        master_port=getattr(args, "master_port", None) or 5557,
     )
 
 
@@ -468,3 +568,14 @@ def _seconds(text: str, *, allow_zero: bool = False) -> float:
     if allow_zero and text.strip() in ("0", "0s"):
         return 0.0
     return parse_duration(text)
+
+
+def run_worker(master_host: str, master_port: int, api_key: str | None) -> int:
+    """A load worker for a master elsewhere (``eyechart load --worker``): plain Locust in worker mode
+    on the bundled locustfile; the master sends the workload and options, the key comes from here."""
+    cmd = [sys.executable, "-m", "locust", "-f", str(bundled.loadtests_dir() / "locustfile.py"), "--worker",
+           "--master-host", master_host, "--master-port", str(master_port)]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if api_key:
+        env["EYECHART_API_KEY"] = api_key
+    return subprocess.call(cmd, env=env, stdin=subprocess.DEVNULL)

@@ -1,0 +1,154 @@
+"""``eyechart load --sweep`` end to end, and the planner on its output against the engine's computed truth.
+
+Every sweep here is the real command (real Locust children against the embedded reference target),
+scaled down: the engine runs at ``--speed 2`` with 4 sequences, so it saturates near 17 req/s, and the
+workload is text-only with a pinned 32-token answer, so this machine's CPU is never what saturates.
+The truth is ``eyechart.target.capacity`` run on the same deployment and workload.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eyechart.load import sweep
+from eyechart.target.capacity import Slo, Workload, max_throughput, slo_rate
+from eyechart.target.deployment import deployment
+
+ENGINE = ("--target-arg=--speed=2", "--target-arg=--max-seqs=4")
+PROMPT = "Say something about eye charts."  # 6 prompt tokens under the target's tokenizer
+ANSWER = 32
+
+
+def _workload(tmp_path: Path) -> Path:
+    path = tmp_path / "fixed-text.toml"
+    path.write_text(
+        'name = "fixed-text"\nstream = true\ninclude_usage = true\nimages_per_request = 0\n'
+        f"max_tokens = {ANSWER}\nextra_body = {{ ignore_eos = true }}\n"
+        f'[[prompts]]\nkind = "text"\ntext = "{PROMPT}"\n'
+    )
+    return path
+
+
+def _eyechart(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NO_COLOR": "1"}
+    cmd = [sys.executable, "-m", "eyechart", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _run_dir(report_dir: Path) -> Path:
+    runs = sorted(report_dir.glob("*-load"))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_auto_sweep_finds_the_knee_and_the_plan_matches_the_engines_truth(tmp_path: Path) -> None:
+    slo = "e2e_p50<=300ms"
+    r = _eyechart(
+        "load", "--quiet", "--sweep", "rate=auto", "--workload", str(_workload(tmp_path)), *ENGINE,
+        "--duration", "3s", "--users", "16", "--min-requests", "10", "--max-loop-lag-ms", "100",
+        "--slo", slo, "--report-dir", str(tmp_path / "reports"),
+    )  # fmt: skip
+    out = r.stdout + r.stderr
+    run = _run_dir(tmp_path / "reports")
+    summary = json.loads((run / "summary.json").read_text())
+    s = summary["sweep"]
+    points = s["points"]
+    engine = deployment("llama-3.2-11b-vision", max_seqs=4, speed=2)
+    work = Workload(prompt_tokens=6, output_tokens=ANSWER)
+    truth_max = max_throughput(engine, work)
+    # the probe measured the engine's maximum throughput, and the points climb from a quarter of it
+    assert s["mode"] == "rate" and s["max_throughput_rps"] == pytest.approx(truth_max, rel=0.15), out
+    assert 4 <= len(points) <= len(sweep.AUTO_FRACTIONS), out
+    offered = [p["offered_rps"] for p in points]
+    assert offered == sorted(offered) and offered[0] < 0.3 * truth_max
+    for p in points:  # each point is a whole run in its own folder, with the shape the planner reads
+        assert (run / p["dir"] / "summary.json").is_file() and (run / p["dir"] / "index.html").is_file()
+        assert {"achieved_rps", "goodput_rps", "error_rate", "incomplete", "valid", "saturated"} <= set(p)
+        assert {"ttft", "itl", "tpot", "e2e", "schedule_lag"} <= set(p["metrics"])
+    valid = [p for p in points if p["valid"]]
+    assert len(valid) >= len(points) - 2, out  # a busy machine may spoil a point, not the sweep
+    # the low points keep up; past the maximum, the points that fall behind are marked saturated
+    assert not any(p["saturated"] for p in valid if p["offered_rps"] < 0.6 * truth_max), points
+    over = [p for p in valid if p["saturated"]]
+    assert over and all(p["offered_rps"] > 0.9 * truth_max for p in over), [
+        (p["offered_rps"], p["achieved_rps"]) for p in points
+    ]
+    knee = s["knee"]
+    assert knee is not None and points[knee["index"]]["label"] == knee["label"]
+    assert 0.6 * truth_max <= knee["achieved_rps"] <= 1.1 * truth_max, knee
+    assert all(p["offered_rps"] > knee["offered_rps"] for p in over)
+    assert "knee" in s["definition"] and (run / "index.html").read_text().count("<svg") >= 3
+    # the exit code judges only the points at or below the knee (past it, the SLO is breached)
+    judged = points[: knee["index"] + 1]
+    assert r.returncode == (4 if any(not p["valid"] for p in judged) else max(p["exit_code"] for p in judged))
+
+    # the planner on this sweep finds the SLO-limited rate the engine computes, within 10 %
+    p = _eyechart("plan", str(run), "--slo", slo, "--target-rps", "100")
+    assert p.returncode == 0, p.stdout + p.stderr
+    plan = json.loads((run / "plan.json").read_text())
+    truth = slo_rate(engine, work, Slo(e2e_s=0.300, quantile=0.5))
+    assert plan["max_goodput_rps"] == pytest.approx(truth, rel=0.10), (plan["max_goodput_rps"], truth, plan)
+    assert plan["limiting_slo"] == slo and plan["replicas"] >= 100 / truth_max
+    assert "capacity-plan" in (run / "index.html").read_text()
+
+
+def _point(label: str, offered: float | None, achieved: float, e2e: float, *, users: int | None = None,
+           code: int = 0, valid: bool = True) -> dict[str, Any]:  # fmt: skip
+    return {"label": label, "offered_rps": offered, "users": users, "achieved_rps": achieved,
+            "sent_rps": offered, "valid": valid, "exit_code": code, "metrics": {"e2e": {"p50": e2e}}}  # fmt: skip
+
+
+def test_knee_saturation_and_exit_code_rules() -> None:
+    pts = [_point("a", 2, 2.0, 100), _point("b", 4, 4.0, 110), _point("c", 8, 7.9, 140),
+           _point("d", 10, 8.2, 400, code=1), _point("e", 12, 8.1, 900, code=1)]  # fmt: skip
+    sweep.judge(pts, "rate")
+    assert [p["saturated"] for p in pts] == [False, False, False, True, True]
+    knee = sweep.find_knee(pts)
+    assert knee is not None and knee["index"] == 2 and knee["label"] == "c"
+    assert sweep.exit_code(pts, knee) == 0  # the SLO breaches past the knee do not fail the sweep
+    pts[1]["exit_code"] = 1
+    assert sweep.exit_code(pts, knee) == 1  # a breach at or below the knee does
+    pts[1]["valid"] = False
+    assert sweep.exit_code(pts, sweep.find_knee(pts)) == 4
+    # latency leaving the plateau ends the knee even while throughput keeps up
+    calm = [_point("a", 2, 2.0, 100), _point("b", 4, 4.0, 120), _point("c", 6, 6.0, 200)]
+    sweep.judge(calm, "rate")
+    assert not any(p["saturated"] for p in calm) and sweep.find_knee(calm)["label"] == "b"  # type: ignore[index]
+    # users sweeps: saturated once throughput stops growing with users
+    users = [_point(f"u{u}", None, tp, 100, users=u) for u, tp in ((1, 4.0), (2, 7.9), (4, 12.0), (8, 12.2))]
+    sweep.judge(users, "users")
+    assert [p["saturated"] for p in users] == [False, False, False, True]
+
+
+def test_sweep_specs_and_caps_are_checked_before_anything_runs(tmp_path: Path) -> None:
+    assert sweep.parse_sweep("rate=auto") == sweep.SweepSpec("rate", None)
+    assert sweep.parse_sweep("users=8,1,2").values == (1.0, 2.0, 8.0)
+    for bad in ("rate=", "speed=1,2", "users=auto", "rate=1,x", "rate=0,1", "users=1.5"):
+        with pytest.raises(sweep.SweepError):
+            sweep.parse_sweep(bad)
+    r = _eyechart("load", "--sweep", "rate=1,2", "--rate", "3", "--report-dir", str(tmp_path))
+    assert r.returncode == 2 and "--sweep sets each point's load" in r.stderr
+    r = _eyechart("load", "--sweep", "lots", "--report-dir", str(tmp_path))
+    assert r.returncode == 2 and "rate=auto" in r.stderr
+    assert not list(tmp_path.glob("*-load"))
+
+
+def test_listed_rates_obey_max_rate_and_max_requests(tmp_path: Path) -> None:
+    r = _eyechart(
+        "load", "--quiet", "--sweep", "rate=4,8,12,16,50", "--max-rate", "20", "--max-requests", "30",
+        "--workload", str(_workload(tmp_path)), "--target-arg=--speed=20", "--duration", "2s",
+        "--min-requests", "3", "--max-loop-lag-ms", "100", "--report-dir", str(tmp_path / "reports"),
+    )  # fmt: skip
+    run = _run_dir(tmp_path / "reports")
+    s = json.loads((run / "summary.json").read_text())["sweep"]
+    offered = [p["offered_rps"] for p in s["points"]]
+    assert 50 not in offered and offered == sorted(offered) and offered[0] == 4, r.stdout + r.stderr
+    assert len(offered) < 4 and s["requests_sent"] <= 30, s  # the cap holds across points
+    assert any("--max-rate 20" in n for n in s["notes"]) and any("--max-requests" in n for n in s["notes"])

@@ -101,8 +101,9 @@ def test_auto_sweep_finds_the_knee_and_the_plan_matches_the_engines_truth(tmp_pa
 
 def _point(label: str, offered: float | None, achieved: float, e2e: float, *, users: int | None = None,
            code: int = 0, valid: bool = True) -> dict[str, Any]:  # fmt: skip
+    metrics = {"e2e": {"p50": e2e}}
     return {"label": label, "offered_rps": offered, "users": users, "achieved_rps": achieved,
-            "sent_rps": offered, "valid": valid, "exit_code": code, "metrics": {"e2e": {"p50": e2e}}}  # fmt: skip
+            "sent_rps": offered, "valid": valid, "exit_code": code, "metrics": metrics}  # fmt: skip
 
 
 def test_knee_saturation_and_exit_code_rules() -> None:

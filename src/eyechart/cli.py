@@ -42,7 +42,8 @@ COMMANDS: dict[str, tuple[str, str, tuple[ExitCode, ...]]] = {
 
 
 class _Formatter(RawDescriptionRichHelpFormatter):
-    pass
+    # group titles as written ("fixture server (URL transport ...)"), not Title Case
+    group_name_formatter = str
 
 
 def build_parser() -> argparse.ArgumentParser:

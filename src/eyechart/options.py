@@ -44,11 +44,12 @@ def add_fixture_server(
 ) -> None:
     """``--fixture-host`` and ``--fixture-url``: where the fixture image server listens and is reached."""
     g = parser.add_argument_group(f"fixture server ({purpose})")
-    g.add_argument("--fixture-host", metavar="HOST", help="bind address (default 127.0.0.1)")
+    g.add_argument("--fixture-host", metavar="HOST", help="bind address (default: 127.0.0.1)")
     g.add_argument(
         "--fixture-url",
         metavar="URL",
-        help="the fixture server's base URL as the target reaches it (and the port it listens on)",
+        help="the fixture server's base URL as the target reaches it, and the port it listens on "
+        "(default: http://<fixture-host>:<a free port>)",
     )
 
 

@@ -29,8 +29,9 @@ stops before the run (exit 2), a run where no request succeeds is invalid (exit 
 sets error_rate the gate error_rate<=5% applies (exit 1). The first 20 requests all failing with the
 same 4xx (not 429) stop the run early.
 Each run writes <report-dir>/<time>-load/: summary.json, stages.csv, requests.jsonl.gz, junit.xml,
-index.html, Locust's CSV and HTML. A run in which the generator itself saturates (event-loop lag p99
-over 10 ms, or CPU over 95% of a core per process) is marked invalid (exit 4).
+index.html and Locust's CSV (not Locust's HTML: its Aggregated row counts every request twice). A
+run in which the generator itself saturates (event-loop lag p99 over 10 ms, or CPU over 95% of a core
+per process) is marked invalid (exit 4).
 For plain Locust (web UI): locust -f loadtests/locustfile.py --host URL  (see loadtests/README.md).
 """
 
@@ -41,7 +42,7 @@ import sys
 
 from eyechart import options
 from eyechart.exitcodes import ExitCode
-from eyechart.load import probe
+from eyechart.load import probe, workloads
 from eyechart.load.arrivals import ARRIVALS
 from eyechart.load.runner import RunError, execute, plan_from_args, run_worker
 from eyechart.report.sweep import write_sweep_report
@@ -57,57 +58,157 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     options.add_fixture_server(parser, "URL transport: image URLs the target fetches")
     w = parser.add_argument_group("load")
-    w.add_argument("--workload", default="captioning-mixed", help="workload name or .toml file")
+    w.add_argument(
+        "--workload",
+        metavar="NAME|FILE",
+        default="captioning-mixed",
+        help=f"a bundled workload ({', '.join(workloads.available())}) or a workload .toml file "
+        "(default: captioning-mixed)",
+    )
     mode = w.add_mutually_exclusive_group()
-    mode.add_argument("--users", type=int, help="closed loop: N concurrent users (default 8)")
-    mode.add_argument("--rate", type=float, help="open loop: requests per second")
-    w.add_argument("--arrival", default="poisson", choices=ARRIVALS, help="open-loop arrival process")
-    w.add_argument("--burstiness", type=float, default=1.0, help="gamma arrivals: CV of gaps (1 = Poisson)")
-    w.add_argument("--max-concurrency", type=int, default=256, help="open loop: users available to send")
+    mode.add_argument("--users", type=int, metavar="N", help="closed loop: N concurrent users (default: 8)")
+    mode.add_argument(
+        "--rate", type=float, metavar="R", help="open loop: R requests per second (default: off)"
+    )
+    w.add_argument(
+        "--arrival",
+        default="poisson",
+        choices=ARRIVALS,
+        help=f"open-loop arrival process: {', '.join(ARRIVALS)} (default: poisson)",
+    )
+    w.add_argument(
+        "--burstiness",
+        type=float,
+        metavar="CV",
+        default=1.0,
+        help="gamma arrivals: coefficient of variation of the gaps, 1 = Poisson (default: 1)",
+    )
+    w.add_argument(
+        "--max-concurrency",
+        type=int,
+        metavar="N",
+        default=256,
+        help="open loop: users available to send (default: 256)",
+    )
     stop = w.add_mutually_exclusive_group()
-    stop.add_argument("--duration", help="measured time, e.g. 60s, 5m (default 60s)")
-    stop.add_argument("--requests", type=int, help="stop after N requests instead of a duration")
-    w.add_argument("--warmup", default="0s", help="time before the measured window (excluded from stats)")
-    w.add_argument("--cooldown", default="0s", help="time after the measured window (excluded from stats)")
+    stop.add_argument("--duration", metavar="TIME", help="measured time, e.g. 60s, 5m (default: 60s)")
+    stop.add_argument(
+        "--requests", type=int, metavar="N", help="stop after N requests instead of a duration (default: off)"
+    )
+    w.add_argument(
+        "--warmup",
+        metavar="TIME",
+        default="0s",
+        help="time before the measured window, not in the stats (default: 0s)",
+    )
+    w.add_argument(
+        "--cooldown",
+        metavar="TIME",
+        default="0s",
+        help="time after the measured window, not in the stats (default: 0s)",
+    )
     w.add_argument(
         "--drain",
+        metavar="TIME",
         default="60s",
         help="after the last stage nothing new is sent; requests in flight may finish for this long, "
-        "then count as incomplete (default 60s)",
+        "then count as incomplete (default: 60s)",
     )
     w.add_argument(
-        "--request-timeout", default="120s", help="one request longer than this is a timeout failure"
+        "--request-timeout",
+        metavar="TIME",
+        default="120s",
+        help="one request longer than this is a timeout failure (default: 120s)",
     )
-    w.add_argument("--seed", type=int, default=0, help="seed for arrivals and request choice")
-    w.add_argument("--processes", type=int, default=1, help="load processes (Locust master + N workers)")
+    w.add_argument(
+        "--seed", type=int, metavar="N", default=0, help="seed for arrivals and request choice (default: 0)"
+    )
+    w.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        default=1,
+        help="load processes, Locust master + N workers (default: 1)",
+    )
     s = parser.add_argument_group("sweeps and safety caps")
     s.add_argument(
         "--sweep",
         metavar="SPEC",
         help="rate=auto, rate=1,2,4,8 or users=1,2,4,8 (--duration per point, default 20s)",
     )
-    s.add_argument("--max-rate", type=float, metavar="R", help="no sweep point offers more than R req/s")
-    s.add_argument("--max-requests", type=int, metavar="N", help="a sweep sends at most N requests in all")
-    s.add_argument("--max-tokens-total", type=int, metavar="N", help="a sweep stops before passing N tokens")
+    s.add_argument(
+        "--max-rate",
+        type=float,
+        metavar="R",
+        help="no sweep point offers more than R req/s (default: no cap)",
+    )
+    s.add_argument(
+        "--max-requests",
+        type=int,
+        metavar="N",
+        help="a sweep sends at most N requests in all (default: no cap)",
+    )
+    s.add_argument(
+        "--max-tokens-total",
+        type=int,
+        metavar="N",
+        help="a sweep stops before passing N tokens (default: no cap)",
+    )
     h = parser.add_argument_group("load across hosts (Locust's master and workers)")
-    h.add_argument("--expect-workers", type=int, metavar="N", help="be the master: wait for N workers")
+    h.add_argument(
+        "--expect-workers",
+        type=int,
+        metavar="N",
+        help="be the master: wait for N workers (default: one machine)",
+    )
     h.add_argument("--worker", action="store_true", help="be a worker of the master at --master-host")
     h.add_argument("--master-host", metavar="HOST", help="the master's address (with --worker)")
-    h.add_argument("--master-port", type=int, default=5557, help="the master's port (default 5557)")
+    h.add_argument(
+        "--master-port", type=int, metavar="PORT", default=5557, help="the master's port (default: 5557)"
+    )
     g = parser.add_argument_group("gates and reports")
-    g.add_argument("--slo", help='e.g. "ttft_p95<=2s,itl_p99<=80ms,error_rate<=1%%,goodput>=95%%"')
-    g.add_argument("--baseline", help="a previous run folder to compare with (confidence intervals)")
-    g.add_argument("--max-regression", default="10%", help="allowed regression against --baseline")
-    g.add_argument("--min-requests", type=int, default=20, help="fewer measured requests: invalid run")
+    g.add_argument(
+        "--slo",
+        metavar="SLOS",
+        help='comma-separated, e.g. "ttft_p95<=2s,itl_p99<=80ms,error_rate<=1%%,goodput>=95%%" '
+        "(default: error_rate<=5%%)",
+    )
+    g.add_argument(
+        "--baseline", metavar="DIR", help="a previous load run folder to compare with (default: none)"
+    )
+    g.add_argument(
+        "--max-regression",
+        metavar="PCT",
+        default="10%",
+        help="allowed regression against --baseline (default: 10%%)",
+    )
+    g.add_argument(
+        "--min-requests",
+        type=int,
+        metavar="N",
+        default=20,
+        help="fewer measured requests: invalid run (default: 20)",
+    )
     g.add_argument(
         "--max-loop-lag-ms",
         type=float,
+        metavar="MS",
         default=probe.DEFAULT_MAX_LAG_MS,
-        help="generator saturation budget: event-loop lag p99",
+        help=f"generator saturation budget: event-loop lag p99 (default: {probe.DEFAULT_MAX_LAG_MS:g})",
     )
-    g.add_argument("--max-cpu", type=float, default=probe.DEFAULT_MAX_CPU, help="budget: CPU share of a core")
+    g.add_argument(
+        "--max-cpu",
+        type=float,
+        metavar="SHARE",
+        default=probe.DEFAULT_MAX_CPU,
+        help=f"generator saturation budget: CPU share of a core (default: {probe.DEFAULT_MAX_CPU:g})",
+    )
     options.add_report_dir(g, "load")
-    g.add_argument("--quiet", action="store_true", help="no live progress")
+    g.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no live progress (default: a live line; off a terminal, a line every 5 s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -38,6 +38,11 @@ COMMANDS: dict[str, tuple[str, str, tuple[ExitCode, ...]]] = {
         (ExitCode.OK, ExitCode.USAGE, ExitCode.INVALID_RUN),
     ),
     "fixtures": ("eyechart.images.command", "generate, list or serve the image fixtures", SERVICE_CODES),
+    "locustfile": (
+        "eyechart.load.locustfile_command",
+        "print the bundled Locust file's path (plain Locust, workers on other hosts)",
+        (ExitCode.OK,),
+    ),
 }
 
 

@@ -53,6 +53,9 @@ def finalize(
             info = info or rep.get("info", {})
         _join_parts(run_dir)
     now = time.monotonic_ns()
+    if role != "local" and worker_reports:  # ``info`` is on that worker's host clock: so is its report's
+        first = min(worker_reports.values(), key=lambda r: r.get("index", 0))
+        now = int(first.get("clock_ns", now))
     measure_s = None
     if info.get("measure_end_ns") and not o.requests:
         end = min(now, info["measure_end_ns"])

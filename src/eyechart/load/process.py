@@ -298,6 +298,7 @@ class LoadSession:
             "index": self.index,
             "info": self.info(),
             "final": self.finished,
+            "clock_ns": time.monotonic_ns(),  # this host's clock: the master never compares its own with it
             "stopped_early": self.stopped_early,
         }
 

@@ -572,10 +572,17 @@ def _seconds(text: str, *, allow_zero: bool = False) -> float:
 
 def run_worker(master_host: str, master_port: int, api_key: str | None) -> int:
     """A load worker for a master elsewhere (``eyechart load --worker``): plain Locust in worker mode
-    on the bundled locustfile; the master sends the workload and options, the key comes from here."""
+    on the bundled locustfile; the master sends the workload and options, the key comes from here.
+
+    A master runs each sweep point as its own Locust run, and a Locust worker quits with its master:
+    so the worker starts again after each clean end, and stops when Locust gives up finding a master
+    (its connection timeout) or on Ctrl-C."""
     cmd = [sys.executable, "-m", "locust", "-f", str(bundled.loadtests_dir() / "locustfile.py"), "--worker",
            "--master-host", master_host, "--master-port", str(master_port)]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if api_key:
         env["EYECHART_API_KEY"] = api_key
-    return subprocess.call(cmd, env=env, stdin=subprocess.DEVNULL)
+    while True:
+        code = subprocess.call(cmd, env=env, stdin=subprocess.DEVNULL)
+        if code != 0:
+            return code

@@ -22,7 +22,7 @@ import gevent
 from locust.runners import MasterRunner, WorkerRunner
 
 from eyechart.exitcodes import ExitCode
-from eyechart.load import arrivals, probe
+from eyechart.load import arrivals, hosts, probe
 from eyechart.load.finish import ReportWriter, finalize
 from eyechart.load.process import LoadSession as LoadSession  # re-exported: the users' per-process state
 from eyechart.runs import new_run_dir
@@ -144,6 +144,7 @@ def install(events: Any, *, write_reports: ReportWriter) -> None:
                     STATE.worker_reports[client_id] = data["eyechart"]
 
             events.worker_report.add_listener(on_worker_report)
+            runner.register_message(hosts.RECORDS_MESSAGE, hosts.receiver(lambda: STATE.run_dir))
 
             def on_drained(msg: Any = None, **_kw: Any) -> None:
                 STATE.drained.add(str(msg.node_id))
@@ -176,7 +177,8 @@ def install(events: Any, *, write_reports: ReportWriter) -> None:
         if role in ("worker", "local"):
             index = getattr(environment.runner, "worker_index", 0) if role == "worker" else 0
             processes = max(1, STATE.processes) if role == "worker" else 1
-            run_dir = STATE.run_dir or _new_run_dir(o)
+            # a worker may be on another host: its records go to the master over the wire (hosts.py)
+            run_dir = hosts.worker_dir() if role == "worker" else STATE.run_dir or _new_run_dir(o)
             try:
                 send_time = STATE.send_time if role == "local" else STATE.run_time
                 STATE.session = LoadSession(
@@ -203,6 +205,7 @@ def install(events: Any, *, write_reports: ReportWriter) -> None:
         if STATE.session is not None and role in ("worker", "local"):
             STATE.session.finish()
             if role == "worker":  # the master needs the final numbers; report_to_master follows stop
+                hosts.ship_records(environment.runner, STATE.session.writer.path, STATE.session.index)
                 return
         if role == "master":
             # Locust's quit() fires test_stop before it tells workers anything: ask them to stop now

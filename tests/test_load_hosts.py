@@ -55,7 +55,8 @@ def test_master_and_two_workers_merge_exactly(tmp_path: Path) -> None:
     with start_target(api_key=KEY, args=["--speed", "4"]) as target:
         try:
             load = ["--base-url", target.base_url, "--workload", str(wl), "--max-concurrency", "16",
-                    "--rate", "12", "--duration", "4s", "--min-requests", "10", "--max-loop-lag-ms", "100"]  # fmt: skip
+                    "--rate", "12", "--duration", "4s", "--min-requests", "10",
+                    "--max-loop-lag-ms", "100"]  # fmt: skip
             master = subprocess.Popen(
                 [py, "-m", "eyechart", "load", "--quiet", *load, "--expect-workers", "2",
                  "--master-port", str(port), "--report-dir", str(tmp_path / "reports")],

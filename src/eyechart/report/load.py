@@ -167,7 +167,7 @@ table{border-collapse:collapse}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}
 td{font-variant-numeric:tabular-nums}th{background:#f4f4f4}td.l,th.l{text-align:left;white-space:normal}
 td.wrap{text-align:left;white-space:normal;overflow-wrap:anywhere}
-.charts{display:flex;flex-wrap:wrap;gap:.5em 1.5em;align-items:flex-start}
+td.id{text-align:left}.charts{display:flex;flex-wrap:wrap;gap:.5em 1.5em;align-items:flex-start}
 .pass{color:#1a7f37;font-weight:600}.fail{color:#c0392b;font-weight:600}
 .verdict{font-size:1.2em;padding:.5em 1em;border-radius:4px;display:inline-block}
 .ok{background:#e6f4ea}.bad{background:#fdecea}code,pre{background:#f6f8fa;padding:1px 4px}
@@ -400,7 +400,7 @@ def _failed_table(failed: Sequence[Mapping[str, Any]]) -> str:
         return ""
     rows = "".join(
         f"<tr><td class=l>{_e(f['class'])}</td><td>{_plain(f['count'])}</td>"
-        f"<td class=l><code>{_e(f['request_id'])}</code></td><td class=l>{_e(f['stage'])}</td>"
+        f"<td class=id><code>{_e(f['request_id'])}</code></td><td class=l>{_e(f['stage'])}</td>"
         f"<td class=l>{_e(f['case'])}</td><td>{_e(_plain(f['status']))}</td>"
         f"<td class=wrap>{_e(f['error'])}</td></tr>"
         for f in failed
@@ -505,10 +505,16 @@ def _metric_table(summary: Mapping[str, Any], names: Sequence[str]) -> str:
 def _errors_section(summary: Mapping[str, Any]) -> str:
     e = summary.get("errors", {})
     out = [f"<p>{_num(e.get('total', 0))} failed requests, rate {float(e.get('rate') or 0):.2%}</p>"]
-    out.append(_kv_table(e.get("by_class", {})))
-    for cls, examples in (e.get("examples") or {}).items():
-        for ex in examples:
-            out.append(f"<pre>{_e(cls)}: {_e(ex)}</pre>")
+    examples = e.get("examples") or {}
+    rows = "".join(
+        f"<tr><th class=l>{_e(cls)}</th><td>{_plain(n)}</td><td class=wrap>"
+        + "<br>".join(f"<code>{_e(ex)}</code>" for ex in examples.get(cls, [])[:3])
+        + "</td></tr>"
+        for cls, n in (e.get("by_class") or {}).items()
+    )
+    out.append(
+        _box(f"<table><tr><th class=l>class</th><th>failed</th><th class=l>examples</th></tr>{rows}</table>")
+    )
     return "\n".join(out)
 
 

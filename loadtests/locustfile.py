@@ -9,9 +9,10 @@ or with plain Locust, web UI included (API key from the environment, never on th
     EYECHART_API_KEY=sk-... locust -f loadtests/locustfile.py --host http://127.0.0.1:8000/v1/openai \\
         --workload ocr-documents --model my-model
 
-Several processes on one machine: ``--processes N``; several machines: ``--master`` here and
-``--worker --master-host HOST`` on each load machine (Locust's own distribution; eyechart's histograms
-are merged on the master). eyechart's options are listed under "eyechart" in ``locust --help``.
+Several processes on one machine: ``--processes N``; several machines: ``eyechart load --expect-workers
+N`` (or ``--master`` here) and ``--worker --master-host HOST`` on each load machine, where ``eyechart
+locustfile`` prints this file's path (Locust's own distribution; histograms and raw records are merged
+on the master). eyechart's options are listed under "eyechart" in ``locust --help``.
 This file is the load job's entry point: it wires the job (``eyechart.load``) to its report writer.
 """
 

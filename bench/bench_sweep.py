@@ -1,0 +1,186 @@
+"""Bench of sweeps, planning and load across processes (issue 9 item 6). Prints figures; asserts nothing.
+
+(a) streamed chunks/s with 1 and 2 worker processes on this machine: ``eyechart load --processes N`` and
+    ``--expect-workers 2`` with two ``eyechart load --worker`` processes, chunk-flood workload (256
+    one-word chunks per answer) against ``eyechart serve --latency zero``.
+(b) planner accuracy against the computed truth: ``eyechart load --sweep rate=auto`` and ``eyechart plan``
+    for two GPU profiles x two text-only workloads on the embedded engine (``--speed 2 --max-seqs 4``, so
+    this CPU is never the bottleneck), ``max_goodput_rps`` against ``eyechart.target.capacity.slo_rate``.
+(c) the wall time of a default ``eyechart load --sweep rate=auto`` against the embedded target.
+
+    PYTHONPATH=src .venv/bin/python bench/bench_sweep.py [--skip a,b,c] [--point 8s]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from eyechart.target.capacity import Slo, Workload, max_throughput, simulate, slo_rate
+from eyechart.target.deployment import deployment
+from eyechart.target.launch import start_target
+from eyechart.target.tokens import split_tokens
+
+PY = sys.executable
+KEY = "sk-bench-sweep"
+ENV = {**os.environ, "NO_COLOR": "1", "EYECHART_API_KEY": KEY}
+WORKLOADS = {
+    "short": ("Say something about eye charts.", 32),
+    "long": (
+        "Read the following note and answer in one paragraph: the optician tested both eyes with the "
+        "chart at six metres, then again with lenses, and wrote down what changed between the two tests.",
+        96,
+    ),
+}
+PROFILES = ("llama-3.2-11b-vision", "qwen2.5-vl-7b")
+
+
+def _run(args: list[str], timeout: float = 3600) -> tuple[int, str, float]:
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [PY, "-m", "eyechart", *args], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
+    return r.returncode, r.stdout + r.stderr, time.monotonic() - t0
+
+
+def _only_run(report_dir: Path) -> Path:
+    return sorted(report_dir.glob("*-load"))[-1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def chunks(tmp: Path, seconds: int) -> None:
+    print(f"(a) streamed chunks/s, chunk-flood, 32 users, {seconds} s, target --latency zero")
+    with start_target(api_key=KEY, args=["--latency", "zero"]) as t:
+        base = ["load", "--quiet", "--base-url", t.base_url, "--workload", "chunk-flood", "--users", "32",
+                "--duration", f"{seconds}s", "--max-loop-lag-ms", "1000", "--max-cpu", "2"]  # fmt: skip
+        for label, extra in (("1 process", []), ("2 processes (--processes 2)", ["--processes", "2"])):
+            out = tmp / f"chunks-{len(extra)}"
+            code, _text, wall = _run([*base, *extra, "--report-dir", str(out)])
+            s = json.loads((_only_run(out) / "summary.json").read_text())
+            tp = s["throughput"]
+            print(f"  {label:<34} {tp['chunks_per_s']:>9,.0f} chunks/s  "
+                  f"{tp['requests_per_s']:6.1f} req/s  exit {code}  wall {wall:.0f} s")  # fmt: skip
+        port = _free_port()
+        out = tmp / "chunks-hosts"
+        master = subprocess.Popen(
+            [PY, "-m", "eyechart", *base, "--expect-workers", "2", "--master-port", str(port),
+             "--report-dir", str(out)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        workers = [
+            subprocess.Popen(
+                [
+                    PY,
+                    "-m",
+                    "eyechart",
+                    "load",
+                    "--worker",
+                    "--master-host",
+                    "127.0.0.1",
+                    "--master-port",
+                    str(port),
+                ],
+                env=ENV,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            for _ in range(2)
+        ]
+        master.wait(timeout=seconds + 120)
+        for w in workers:
+            os.killpg(w.pid, signal.SIGTERM)
+            w.wait(timeout=30)
+        s = json.loads((_only_run(out) / "summary.json").read_text())
+        print(f"  {'2 workers (--expect-workers 2)':<34} {s['throughput']['chunks_per_s']:>9,.0f} chunks/s  "
+              f"{s['throughput']['requests_per_s']:6.1f} req/s  exit {master.returncode}")  # fmt: skip
+
+
+def accuracy(tmp: Path, point: str) -> None:
+    print(
+        f"\n(b) planner vs computed truth: --sweep rate=auto, --duration {point} per point, Poisson arrivals"
+    )
+    print(f"  {'profile':<22}{'workload':<9}{'SLO':<18}{'truth':>7}{'plan':>7}{'error':>8}"
+          f"{'range':>16}{'max tp':>8}{'truth':>7}{'points':>7}{'wall':>6}")  # fmt: skip
+    for profile in PROFILES:
+        for name, (prompt, answer) in WORKLOADS.items():
+            engine = deployment(profile, max_seqs=4, speed=2)
+            work = Workload(prompt_tokens=len(split_tokens(prompt)), output_tokens=answer)
+            base = simulate(engine, work, rate=0.1 * max_throughput(engine, work), requests=200)
+            threshold_ms = round(1.6 * base.quantile("e2e", 0.95) * 1000)
+            slo = f"e2e_p95<={threshold_ms}ms"
+            truth = slo_rate(engine, work, Slo(e2e_s=threshold_ms / 1000, quantile=0.95))
+            wl = tmp / f"{name}.toml"
+            wl.write_text(
+                f'name = "{name}"\nstream = true\ninclude_usage = true\nimages_per_request = 0\n'
+                f"max_tokens = {answer}\nextra_body = {{ ignore_eos = true }}\n"
+                f'[[prompts]]\nkind = "text"\ntext = "{prompt}"\n'
+            )
+            out = tmp / f"acc-{profile}-{name}"
+            _code, _text, wall = _run(
+                ["load", "--quiet", "--sweep", "rate=auto", "--workload", str(wl), "--duration", point,
+                 f"--target-arg=--model-profile={profile}", "--target-arg=--speed=2",
+                 "--target-arg=--max-seqs=4",
+                 "--users", "16", "--max-loop-lag-ms", "100", "--slo", slo, "--report-dir", str(out)]
+            )  # fmt: skip
+            run = _only_run(out)
+            _run(["plan", str(run), "--slo", slo, "--target-rps", "100"])
+            plan: dict[str, Any] = json.loads((run / "plan.json").read_text())
+            est = plan["max_goodput_rps"] or 0.0
+            low, high = plan["max_goodput_rps_low"], plan["max_goodput_rps_high"]
+            npts = len(json.loads((run / "summary.json").read_text())["sweep"]["points"])
+            span = f"{low:.2f}-{high:.2f}" if high else f"{low:.2f}-?"
+            print(f"  {profile:<22}{name:<9}{slo:<18}{truth:7.2f}{est:7.2f}{(est - truth) / truth:+8.1%}"
+                  f"{span:>16}{plan['max_throughput_rps']:8.2f}"
+                  f"{max_throughput(engine, work):7.2f}{npts:7d}{wall:6.0f}")  # fmt: skip
+
+
+def default_wall(tmp: Path) -> None:
+    print(
+        "\n(c) a default `eyechart load --sweep rate=auto` (captioning-mixed, 20 s per point, embedded "
+        "target)"
+    )
+    out = tmp / "default"
+    code, _text, wall = _run(["load", "--quiet", "--sweep", "rate=auto", "--report-dir", str(out)])
+    s = json.loads((_only_run(out) / "summary.json").read_text())["sweep"]
+    knee = s["knee"]["label"] if s["knee"] else None
+    print(f"  wall {wall:.0f} s, {len(s['points'])} points + the probe, max throughput "
+          f"{s['max_throughput_rps']:.1f} req/s, knee {knee}, exit {code}")  # fmt: skip
+    for n in s["notes"]:
+        print(f"  note: {n}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip", default="", help="comma list of a,b,c")
+    ap.add_argument("--point", default="8s", help="(b): measured time per sweep point")
+    ap.add_argument("--chunk-seconds", type=int, default=15)
+    a = ap.parse_args()
+    skip = set(a.skip.split(","))
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (shared machine)\n")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        if "a" not in skip:
+            chunks(tmp, a.chunk_seconds)
+        if "b" not in skip:
+            accuracy(tmp, a.point)
+        if "c" not in skip:
+            default_wall(tmp)
+
+
+if __name__ == "__main__":
+    main()

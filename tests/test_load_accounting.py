@@ -13,8 +13,11 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
+
+from load_targets import ChatServer
 
 from eyechart.target.launch import start_target
 
@@ -174,3 +177,34 @@ def test_stalled_streams_past_the_drain_are_incomplete_and_failures_have_classes
     for cls in ("disconnect", "malformed"):
         assert s["errors"]["examples"][cls][0].startswith("[")  # the request id leads each example
     assert code == 0, out
+
+
+def test_a_server_that_rejects_non_uuid_request_ids_is_load_tested_without_errors(tmp_path: Path) -> None:
+    common = ["--workload", "text-only-baseline", "--users", "3", "--requests", "30", "--min-requests", "10"]
+    with ChatServer(uuid_only=True) as server:
+        code, run, out = _load(["--base-url", server.base_url, *common], tmp_path / "uuid")
+        assert code == 0, out
+        assert run is not None
+        records = _records(run)
+        assert len(records) == 30 and all(r["error_class"] is None for r in records), records[:3]
+        sent = [h["x-request-id"] for h in server.seen]
+        assert sorted(sent) == sorted(r["request_id"] for r in records)  # the join key is the UUID
+        assert all(str(uuid.UUID(x)) == x for x in sent) and len(set(sent)) == 30
+        # another header name, or none at all, for servers that want that
+        server.seen.clear()
+        code, run, out = _load(
+            ["--base-url", server.base_url, *common, "--request-id-header", "X-Correlation-Id",
+             "--header", "api-key: gateway-secret-77", "--header", "X-Route:blue"],
+            tmp_path / "named",
+        )  # fmt: skip
+        assert code == 0, out
+        assert all("x-request-id" not in h and uuid.UUID(h["x-correlation-id"]) for h in server.seen)
+        assert all(h["api-key"] == "gateway-secret-77" and h["x-route"] == "blue" for h in server.seen)
+        assert run is not None
+        for f in run.rglob("*"):  # a header value may be a secret: never in the run folder
+            data = gzip.decompress(f.read_bytes()) if f.suffix == ".gz" else f.read_bytes()
+            assert b"gateway-secret-77" not in data, f
+        server.seen.clear()
+        code, run, out = _load(["--base-url", server.base_url, *common, "--no-request-id"], tmp_path / "none")
+        assert code == 0, out
+        assert server.seen and all("x-request-id" not in h for h in server.seen)

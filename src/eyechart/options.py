@@ -78,3 +78,49 @@ def report_dir_problem(path: Path | str, flag: str = "--report-dir") -> str | No
     if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
         return f"{flag} {str(p)!r} is not writable (no write permission on {probe})"
     return None
+
+
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+def add_interop(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Talking to gateways and servers with their own rules: extra headers, TLS trust, request ids.
+
+    Proxies come from the usual environment variables (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``)."""
+    g = parser.add_argument_group("interop")
+    g.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="an extra request header, repeatable (gateways that want api-key or routing headers)",
+    )
+    g.add_argument("--ca-bundle", metavar="FILE", help="trust these CA certificates for https targets")
+    g.add_argument("--insecure", action="store_true", help="do not verify the https target's certificate")
+    ids = g.add_mutually_exclusive_group()
+    ids.add_argument(
+        "--request-id-header",
+        default=REQUEST_ID_HEADER,
+        metavar="NAME",
+        help=f"header carrying each request's id, a UUID (default {REQUEST_ID_HEADER})",
+    )
+    ids.add_argument(
+        "--no-request-id", action="store_true", help="send no request id header (servers that reject it)"
+    )
+    return g
+
+
+def parse_headers(items: list[str] | None) -> dict[str, str]:
+    """``NAME:VALUE`` items -> headers; raises ValueError naming a malformed one."""
+    out: dict[str, str] = {}
+    for item in items or ():
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip() or any(c in name for c in " \t\r\n") or "\n" in value:
+            raise ValueError(f"--header {item!r} is not NAME:VALUE (e.g. --header 'api-key: abc')")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def request_id_header(args: argparse.Namespace) -> str | None:
+    """The header name for request ids, or None with ``--no-request-id``."""
+    return None if getattr(args, "no_request_id", False) else getattr(args, "request_id_header", None)

@@ -56,6 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="ARG",
         help="extra argument for the embedded target, repeatable (e.g. --target-arg=--speed=4)",
     )
+    options.add_interop(parser)
     options.add_fixture_server(parser, "URL transport: image URLs the target fetches")
     w = parser.add_argument_group("load")
     w.add_argument(

@@ -14,6 +14,7 @@ writes its one record.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import random
@@ -27,7 +28,7 @@ import gevent
 import gevent.event
 from geventhttpclient import HTTPClient
 
-from eyechart.load import arrivals, gates, probe
+from eyechart.load import arrivals, connection, gates, probe
 from eyechart.load.metrics import itl_gaps
 from eyechart.load.recordfile import RecordWriter
 from eyechart.load.records import RequestRecord
@@ -62,6 +63,10 @@ class LoadSession:
         self.headers = {"Content-Type": "application/json", "Accept": "text/event-stream, application/json"}
         if key:
             self.headers["Authorization"] = f"Bearer {key}"
+        # --header (by environment: a gateway's api-key header is a secret too); never written anywhere
+        self.headers.update(json.loads(os.environ.get("EYECHART_HEADERS") or "{}"))
+        self.request_id_header: str | None = None if o.no_request_id else o.request_id_header
+        self._tls = {"ca_bundle": o.ca_bundle or None, "insecure": bool(o.insecure)}
         self.workload = load_workload(o.workload)
         model = o.model or resolve_model(host, key or None, None)
         url_for = None
@@ -103,7 +108,9 @@ class LoadSession:
         self.errors = 0
         self.finished = False
         self._request_ids = 0
-        self._prefix = f"ec-{uuid.uuid4().hex[:8]}-{index}-"
+        # request ids are UUIDs (servers such as llama.cpp reject anything else): a random version-4
+        # UUID per process whose last group counts requests, so ids stay unique and cost no syscall
+        self._prefix = str(uuid.uuid4())[:24]
         self.stats = LoadStats(per_request_slos(o.slo))
         name = "requests.jsonl.gz" if processes == 1 else f"requests-part{index}.jsonl.gz"
         self.writer = RecordWriter(run_dir / name)
@@ -174,12 +181,10 @@ class LoadSession:
 
     def new_client(self) -> HTTPClient:
         """One keep-alive connection to the target (a user's own; replaced when a request is cut off)."""
-        return HTTPClient.from_url(
+        return connection.new_client(
             self.chat_url,
-            concurrency=1,
-            connection_timeout=10.0,
-            network_timeout=self.request_timeout_s,
-            insecure=True,
+            timeout_s=self.request_timeout_s,
+            **self._tls,  # type: ignore[arg-type]
         )
 
     def pick(self) -> Template:
@@ -187,7 +192,7 @@ class LoadSession:
 
     def new_request_id(self) -> str:
         self._request_ids += 1
-        return f"{self._prefix}{self._request_ids}"
+        return f"{self._prefix}{self._request_ids:012x}"
 
     def stage_of(self, t_ns: int) -> str:
         if t_ns < self.warmup_end:

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from rich.console import Console
 from rich.live import Live
 
-from eyechart import bundled
+from eyechart import bundled, options
 from eyechart.exitcodes import ExitCode
 from eyechart.images.server import FixtureServer, FixtureServerError
 from eyechart.load import sweep as sweeps
@@ -71,6 +71,10 @@ class RunPlan:
     quiet: bool = False
     fixture_host: str | None = None
     fixture_url: str | None = None
+    headers: dict[str, str] | None = None  # --header: to the child by environment (may hold secrets)
+    request_id_header: str | None = "X-Request-Id"
+    ca_bundle: str | None = None
+    insecure: bool = False
     drain_s: float = 60.0
     request_timeout_s: float = 120.0
     sweep: sweeps.SweepSpec | None = None
@@ -167,6 +171,14 @@ def locust_command(
         cmd += ["--master-bind-port", str(plan.master_port)]
     if fixture_url:
         cmd += ["--fixture-url", fixture_url]
+    if plan.request_id_header:
+        cmd += ["--request-id-header", plan.request_id_header]
+    else:
+        cmd += ["--no-request-id"]
+    if plan.ca_bundle:
+        cmd += ["--ca-bundle", plan.ca_bundle]
+    if plan.insecure:
+        cmd += ["--insecure"]
     return cmd
 
 
@@ -299,6 +311,8 @@ def _run_locust(
     cmd: list[str], run_dir: Path, api_key: str, plan: RunPlan, console: Any, prefix: str = ""
 ) -> int:
     env = {**os.environ, "EYECHART_API_KEY": api_key, "PYTHONUNBUFFERED": "1"}
+    if plan.headers:
+        env["EYECHART_HEADERS"] = json.dumps(plan.headers)  # never on a command line
     log_path = run_dir / "locust.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -528,6 +542,10 @@ def plan_from_args(args: Any) -> RunPlan:
     expect = getattr(args, "expect_workers", None) or 0
     if expect and args.processes > 1:
         raise RunError("give --processes (workers here) or --expect-workers (workers elsewhere), not both")
+    try:
+        headers = options.parse_headers(getattr(args, "header", None))
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
     return RunPlan(
         base_url=args.base_url,
         api_key=args.api_key,
@@ -551,6 +569,12 @@ def plan_from_args(args: Any) -> RunPlan:
         quiet=args.quiet,
         fixture_host=getattr(args, "fixture_host", None),
         fixture_url=getattr(args, "fixture_url", None),
+        headers=headers,
+        request_id_header=options.request_id_header(args)
+        if hasattr(args, "no_request_id")
+        else "X-Request-Id",
+        ca_bundle=getattr(args, "ca_bundle", None),
+        insecure=bool(getattr(args, "insecure", False)),
         drain_s=_seconds(getattr(args, "drain", "60s"), allow_zero=True),
         request_timeout_s=_seconds(getattr(args, "request_timeout", "120s")),
         sweep=spec,

@@ -86,7 +86,8 @@ class VisionChatUser(FastHttpUser):
         s = self._session
         rid = s.new_request_id()
         headers = dict(self._headers)
-        headers["X-Request-Id"] = rid
+        if s.request_id_header:
+            headers[s.request_id_header] = rid
         times: list[int] = []  # content chunks' arrival times, filled as the stream is read
         rec = RequestRecord(
             request_id=rid,

@@ -208,3 +208,24 @@ def test_a_server_that_rejects_non_uuid_request_ids_is_load_tested_without_error
         code, run, out = _load(["--base-url", server.base_url, *common, "--no-request-id"], tmp_path / "none")
         assert code == 0, out
         assert server.seen and all("x-request-id" not in h for h in server.seen)
+
+
+def test_a_keep_alive_connection_closed_after_an_error_is_retried_not_blamed(tmp_path: Path) -> None:
+    # every 5th request gets a 500 and the server then drops that connection as the next request goes
+    # out on it: that next request is resent once on a fresh connection, recorded, and succeeds
+    with ChatServer(error_every=5) as server:
+        code, run, out = _load(
+            ["--base-url", server.base_url, "--workload", "text-only-baseline", "--users", "2",
+             "--requests", "40", "--min-requests", "10", "--slo", "error_rate<=30%"],
+            tmp_path,
+        )  # fmt: skip
+        dropped = server.dropped
+    assert run is not None, out
+    records = _records(run)
+    s = _summary(run)
+    retried = [r for r in records if r["retried"]]
+    assert dropped >= 3 and len(retried) == dropped == s["requests"]["retried"], (dropped, s["requests"])
+    assert all(r["error_class"] is None for r in retried), retried
+    assert s["errors"]["by_class"]["5xx"] == sum(1 for r in records if r["status"] == 500) >= 3
+    assert sum(s["errors"]["by_class"].values()) == s["errors"]["by_class"]["5xx"]  # nothing else blamed
+    assert code == 0, out

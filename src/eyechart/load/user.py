@@ -25,16 +25,24 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
+from geventhttpclient.response import HTTPConnectionClosed
 from locust import task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
 from eyechart.load.chunks import StreamReader, classify_exception, classify_status
 from eyechart.load.records import RequestRecord
+from eyechart.wire.exchange import retry_on_fresh_connection
 
 _monotonic_ns = time.monotonic_ns
 _yield = gevent.sleep  # sleep(0): run the other ready greenlets first
 _READ = 65536
+
+
+def _closed_before_any_byte(exc: BaseException) -> bool:
+    """The connection was closed or reset before a single response byte (geventhttpclient's
+    ``HTTPConnectionClosed`` means exactly that), or broke while the request was written."""
+    return isinstance(exc, HTTPConnectionClosed | ConnectionResetError | BrokenPipeError)
 
 
 class VisionChatUser(FastHttpUser):
@@ -130,14 +138,25 @@ class VisionChatUser(FastHttpUser):
     def _exchange(
         self, rec: RequestRecord, body: bytes, headers: dict[str, str], stream: bool, times: list[int]
     ) -> None:
-        try:
-            rec.t_send = _monotonic_ns()  # last thing before the request is written
-            resp = self._http.request("POST", self._path, body=body, headers=headers)
-        except Exception as exc:
-            rec.t_end = _monotonic_ns()
-            rec.error_class = classify_exception(exc)
-            rec.error = f"{type(exc).__name__}: {str(exc)[:200]}"
-            return
+        while True:
+            reused = self._http._connection_pool._socket_queue.qsize() > 0  # a kept-alive connection
+            try:
+                if not rec.retried:
+                    rec.t_send = _monotonic_ns()  # last thing before the request is written
+                resp = self._http.request("POST", self._path, body=body, headers=headers)
+                break
+            except Exception as exc:
+                # the retry's latencies still count from the first send: the lost time stays in
+                if not rec.retried and retry_on_fresh_connection(
+                    reset=_closed_before_any_byte(exc), reused=reused, response_bytes=0
+                ):
+                    rec.retried = True
+                    self._renew_client()
+                    continue
+                rec.t_end = _monotonic_ns()
+                rec.error_class = classify_exception(exc)
+                rec.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                return
         rec.t_head = _monotonic_ns()
         status = resp.status_code
         rec.status = status

@@ -413,10 +413,20 @@ def _transfer(
     return kept
 
 
+def retry_on_fresh_connection(*, reset: bool, reused: bool, response_bytes: int) -> bool:
+    """The one retry rule of both jobs' clients (``conform`` here, ``load`` in its Locust user): a request
+    reset on a *reused* keep-alive connection before any response byte arrived is not the server's
+    answer (it closed the idle connection as the request went out) and is sent once more on a fresh
+    connection, recorded as retried. A reset on a fresh connection, or after any byte, is evidence."""
+    return reset and reused and response_bytes == 0
+
+
 def _stale_connection(ex: Exchange, wire: _Wire) -> bool:
-    """A reset before any response byte on a connection this attempt did not open: a stale keep-alive
-    connection the server closed as the request went out, not an answer to the request."""
-    return ex.error_class == "reset" and ex.status is None and wire.bytes_in == 0 and wire.connects == 0
+    return retry_on_fresh_connection(
+        reset=ex.error_class == "reset" and ex.status is None,
+        reused=wire.connects == 0,
+        response_bytes=wire.bytes_in,
+    )
 
 
 def _drop_idle_connections(client: httpx.Client) -> None:

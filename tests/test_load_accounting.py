@@ -95,6 +95,8 @@ def test_over_capacity_open_loop_records_every_request_the_trace_shows(tmp_path:
     assert cens["e2e"]["p50"] >= s["metrics"]["e2e"]["p50"]
     assert any("incomplete" in w for w in s["warnings"]), s["warnings"]
     assert f"{req['incomplete']} incomplete" in out and "warning:" in out
+    html = (run / "index.html").read_text()
+    assert "<h2>Requests</h2>" in html and "Censored view" in html and "warning:" in html
     assert code == 0, out
 
 

@@ -33,7 +33,7 @@ from eyechart.load.metrics import itl_gaps
 from eyechart.load.recordfile import RecordWriter
 from eyechart.load.records import RequestRecord
 from eyechart.load.stats import LoadStats
-from eyechart.load.workloads import Template, build_templates, load_workload
+from eyechart.load.workloads import Deck, Template, build_templates, load_workload
 from eyechart.wire.discovery import resolve_model
 
 log = logging.getLogger("eyechart.load")
@@ -80,6 +80,7 @@ class LoadSession:
         )
         self.model = model
         self._rng = random.Random(arrivals.process_seed(o.seed, index))
+        self.deck = Deck(self.templates, self._rng)
         self.t0 = time.monotonic_ns()
         self.warmup_end = self.t0 + int(o.warmup * 1e9)
         run_time = run_time_hint or getattr(o, "run_time", None) or 0
@@ -188,7 +189,7 @@ class LoadSession:
         )
 
     def pick(self) -> Template:
-        return self._rng.choice(self.templates)
+        return self.deck.next()
 
     def new_request_id(self) -> str:
         self._request_ids += 1

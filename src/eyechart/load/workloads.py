@@ -116,6 +116,45 @@ class Template:
     pixels: int
     image_bytes: int
     max_tokens: int
+    url_images: int = 0
+
+
+class Deck:
+    """The order requests are sent in: the workload's proportions over the run, not a random draw.
+
+    Every cycle sends each template once (so prompts, image counts, caps and transports keep the
+    weights the templates were built with, by quota); within a cycle the next template is the one that
+    keeps the run's URL-image share closest to the templates' share (ties in a seeded random order),
+    so the share sent so far stays within about one image of the weights at any point of the run.
+    """
+
+    def __init__(self, templates: list[Template], rng: random.Random) -> None:
+        self._templates = templates
+        self._rng = rng
+        images = sum(t.images for t in templates)
+        self._share = sum(t.url_images for t in templates) / images if images else 0.0
+        self._left: list[Template] = []
+        self.images = 0
+        self.url_images = 0
+
+    def next(self) -> Template:
+        if not self._left:
+            self._left = list(self._templates)
+            self._rng.shuffle(self._left)
+        if self._share:
+            target = self._share
+            best = min(
+                range(len(self._left)),
+                key=lambda i: abs(
+                    self.url_images + self._left[i].url_images - target * (self.images + self._left[i].images)
+                ),
+            )
+        else:
+            best = len(self._left) - 1
+        t = self._left.pop(best)
+        self.images += t.images
+        self.url_images += t.url_images
+        return t
 
 
 @dataclass
@@ -390,11 +429,6 @@ def _load_images(workload: Workload) -> list[_Image]:
 _SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 
 
-def _pick(rng: random.Random, dist: Mapping[Any, float]) -> Any:
-    keys = list(dist)
-    return rng.choices(keys, weights=[dist[k] for k in keys])[0]
-
-
 def _quota(rng: random.Random, dist: Mapping[Any, float], n: int) -> list[Any]:
     """``n`` values in the proportions of ``dist`` (largest remainder), shuffled.
 
@@ -435,6 +469,15 @@ def build_templates(
     prompts = _quota(rng, {p: p.weight for p in workload.prompts}, n)
     counts = _quota(rng, workload.images_per_request, n)
     caps = _quota(rng, workload.max_tokens, n)
+    # the transport is a share of images: one quota over every image the variants carry
+    n_images = (
+        0
+        if not pool
+        else sum(
+            max(int(c), 2) if p.kind == "compare" else int(c) for p, c in zip(prompts, counts, strict=True)
+        )
+    )
+    transports = iter(_quota(rng, workload.transport, n_images)) if n_images else iter(())
     for prompt, drawn_count, cap in zip(prompts, counts, caps, strict=True):
         count = 0 if not pool else int(drawn_count)
         if prompt.kind == "compare" and pool:
@@ -443,15 +486,17 @@ def build_templates(
         content: list[dict[str, Any]] = [{"type": "text", "text": prompt.text}]
         pixels = image_bytes = 0
         used: set[str] = set()
+        url_images = 0
         for _ in range(count):
             img = rng.choice(pool)
-            transport = _pick(rng, workload.transport)
+            transport = next(transports)
             if transport == "url" and servable and url_for is not None:
                 if img.fixture is None:  # the URL share is a share of images: take a servable one
                     img = rng.choice(servable)
                 assert img.fixture is not None
                 url = url_for(img.fixture)
                 used.add("url")
+                url_images += 1
             else:
                 if img.name not in encoded:
                     encoded[img.name] = data_uri(img.data, img.media_type)
@@ -483,6 +528,7 @@ def build_templates(
                 pixels=pixels,
                 image_bytes=image_bytes,
                 max_tokens=max_tokens,
+                url_images=url_images,
             )
         )
     if validate:

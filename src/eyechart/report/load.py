@@ -210,6 +210,7 @@ def render_html(
         _kv_table(summary.get("run", {})),
         "<h2>Gates</h2>",
         _gates_table(summary.get("gates", [])),
+        _accounting_section(summary),
         "<h2>Throughput and goodput</h2>",
         _throughput_table(summary),
         "<h2>Latency percentiles (ms, measure stage)</h2>",
@@ -567,3 +568,39 @@ def _plain(x: Any) -> str:
     if isinstance(x, int):
         return f"{x:,}"
     return str(x)
+
+
+def _accounting_section(summary: Mapping[str, Any]) -> str:
+    """Where every request went (offered / sent / completed / failed / incomplete), the warnings, and
+    the censored view of the quantiles when requests were cut off by the drain."""
+    req = summary.get("requests", {})
+    keys = ("offered", "sent", "completed", "failed", "incomplete", "retried")
+    if "sent" not in req:
+        return ""
+    head = "".join(f"<th>{k}</th>" for k in keys)
+    rows = [("measure", req), ("all stages", req.get("totals") or req)]
+    body = "".join(
+        f"<tr><td class=l>{_e(name)}</td>"
+        + "".join(f"<td>{_num(block.get(k, 0))}</td>" for k in keys)
+        + "</tr>"
+        for name, block in rows
+    )
+    out = ["<h2>Requests</h2>", _box(f"<table><tr><th class=l>stage</th>{head}</tr>{body}</table>")]
+    out += [f"<p class=warn>warning: {_e(w)}</p>" for w in summary.get("warnings", [])]
+    cens = summary.get("censored") or {}
+    if cens.get("incomplete"):
+        cells = "".join(
+            f"<tr><td class=l>{m}</td>"
+            + "".join(f"<td>{_num((cens.get(m) or {}).get(p))}</td>" for p in ("p50", "p90", "p95", "p99"))
+            + "</tr>"
+            for m in ("ttft", "e2e")
+        )
+        out += [
+            f"<p>Censored view (ms): {_num(cens['incomplete'])} incomplete requests counted at their stop "
+            "time — lower bounds, not mixed into the latency table.</p>",
+            _box(
+                f"<table><tr><th class=l>metric</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th></tr>"
+                f"{cells}</table>"
+            ),
+        ]
+    return "\n".join(out)

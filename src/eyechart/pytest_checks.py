@@ -88,6 +88,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     sess = st.session
     if CHECK not in item.stash or sess is None:
         return (yield)
+    sess.check_id = item.stash[CHECK][
+        0
+    ]  # the first check's setup opened the session after its own setup hook
     try:
         return (yield)
     except NotJudged as exc:

@@ -22,12 +22,13 @@ index.html. The same suite runs under pytest: `pytest conformance --eyechart-bas
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from eyechart import options
+from eyechart import options, profiles
 from eyechart.conform.runner import ConformOptions, list_checks, run_conformance
 from eyechart.exitcodes import ExitCode
 from eyechart.report.conformance import print_summary
@@ -40,7 +41,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--profile",
         metavar="NAME",
         default="deepinfra",
-        help="conformance profile (conformance/profiles/NAME.toml, or a TOML path; default: deepinfra)",
+        help="conformance profile (conformance/profiles/NAME.toml, or a TOML path; default: deepinfra). "
+        "A finding of a check a knob decides is reported as following from the profile, apart from the "
+        "core contract. " + profile_help(),
     )
     contract.add_argument(
         "--set",
@@ -95,6 +98,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     options.add_fixture_server(parser)
     options.add_report_dir(parser, "conform")
+
+
+def profile_help() -> str:
+    """Which knobs each bundled profile sets, and why (its description)."""
+    parts = []
+    for name in profiles.available():
+        knobs = profiles.knobs_set(name)
+        description = knobs.pop("description", "")
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in knobs.items())
+        parts.append(f"{name}: {description} — sets {shown}.")
+    return " ".join(parts)
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def run(args: argparse.Namespace) -> int:

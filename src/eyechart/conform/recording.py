@@ -19,6 +19,8 @@ from eyechart.conform.liveness import NotJudged
 from eyechart.conform.results import CheckResult, ConformanceRun, status_for_finding
 from eyechart.conform.spec import CheckSpec
 from eyechart.conform.state import ConformState
+from eyechart.conform.watch import merge
+from eyechart.profiles import attribution
 from eyechart.severity import Severity
 from eyechart.wire.exchange import Exchange
 
@@ -39,6 +41,8 @@ def result_for(
     base: dict[str, Any] = dict(
         id=check_id, severity=severity, clause=spec.clause, nodeid=item.nodeid, duration_s=rep.duration
     )
+    if st.profile is not None:
+        base["attribution"] = attribution(check_id, st.profile)
     first = item.stash.get(FIRST_ATTEMPT, None)
     if rep.passed and first is not None and not isinstance(first[0], NotJudged):
         failed = _as_failed(first[0])
@@ -96,6 +100,13 @@ def _as_failed(exc: BaseException) -> CheckFailed:
     return CheckFailed(str(exc).split("\nassert ")[0] or "assertion failed")
 
 
+def _with_invariants(st: ConformState, results: list[CheckResult]) -> list[CheckResult]:
+    """The registry's verdicts on every exchange of the run, joined under their ids (conform.watch)."""
+    if st.session is None or st.profile is None:
+        return results
+    return merge(results, st.session.watch, st.profile, st.only, st.skip, st.strict)
+
+
 def build_run(st: ConformState) -> ConformanceRun:
     """The :class:`ConformanceRun` of what was recorded so far."""
     sess = st.session
@@ -109,7 +120,7 @@ def build_run(st: ConformState) -> ConformanceRun:
         skip=st.skip,
         started=st.started,
         finished=st.finished or time.time(),
-        results=[st.results[i] for i in st.order if i in st.results],
+        results=_with_invariants(st, [st.results[i] for i in st.order if i in st.results]),
         not_run=[i for i in st.order if i not in st.results],
         deselected=st.deselected,
         cut_short=sess.liveness.cut_short if sess else None,

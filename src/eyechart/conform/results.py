@@ -47,6 +47,12 @@ class CheckResult:
     evidence: dict[str, Any] = field(default_factory=dict)
     nodeid: str = ""
     duration_s: float = 0.0
+    # core contract, or which profile knob (and value) decided what the check expected
+    attribution: dict[str, Any] = field(default_factory=lambda: {"source": "core"})
+
+    @property
+    def from_profile(self) -> bool:
+        return self.attribution.get("source") == "profile"
 
     def __post_init__(self) -> None:
         # every string that came from the server is stored escaped (lone surrogates, control bytes)
@@ -68,6 +74,7 @@ class CheckResult:
             "evidence": self.evidence,
             "nodeid": self.nodeid,
             "duration_s": round(self.duration_s, 4),
+            "attribution": self.attribution,
         }
 
 

@@ -33,7 +33,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from eyechart import bundled
+from eyechart import bundled, invariants
 from eyechart.conform.recording import build_run
 from eyechart.conform.results import ConformanceRun, exit_code
 from eyechart.conform.state import state_of
@@ -379,4 +379,16 @@ def list_checks(opts: ConformOptions) -> tuple[list[tuple[str, Severity, str]], 
         return [], "the suite could not be collected:\n  " + "\n  ".join(observer.collect_errors)
     if config is None or code == pytest.ExitCode.USAGE_ERROR:
         return [], "pytest could not collect the suite (a bad profile, --set or --suite?)"
-    return list(state_of(config).catalogue), None
+    st = state_of(config)
+    return [*st.catalogue, *_invariant_rows(st.profile, {c[0] for c in st.catalogue})], None
+
+
+def _invariant_rows(profile: Profile | None, known: set[str]) -> list[tuple[str, Severity, str]]:
+    """The registry's invariants that no check carries: judged on every exchange the checks record."""
+    if profile is None:
+        return []
+    return [
+        (inv.id, inv.resolve_severity(profile), inv.clause)
+        for inv in invariants.registered()
+        if inv.id not in known
+    ]

@@ -45,6 +45,7 @@ from eyechart.conform.reading import header as header
 from eyechart.conform.reading import json_of as json_of
 from eyechart.conform.reading import media_type as media_type
 from eyechart.conform.reading import prompt_tokens as prompt_tokens
+from eyechart.conform.watch import Watch
 from eyechart.images.server import FixtureServer
 from eyechart.profiles import Profile
 from eyechart.target import DEFAULT_API_KEY
@@ -104,7 +105,7 @@ class Session:
         self.body_dir = body_dir  # where a finding's big request bodies go (None: reproducers abbreviate)
         self.check_id: str | None = None
         self._log: list[Exchange] = []
-        self._analyses: dict[int, StreamAnalysis] = {}  # id(exchange) -> stream analysis, current check
+        self.watch = Watch(profile)  # the invariant registry, run on every exchange recorded
         self._saved = 0  # body files written for the current check
         self.liveness = Liveness(
             self._probe,
@@ -177,7 +178,6 @@ class Session:
         """Start recording the exchanges of ``check_id`` (the plugin calls this before each check)."""
         self.check_id = check_id
         self._log = []
-        self._analyses = {}
         self._saved = 0
 
     def check_exchanges(self) -> list[Exchange]:
@@ -185,7 +185,8 @@ class Session:
 
     def save_bodies(self, check_id: str, *exchanges: Exchange | None) -> list[Path]:
         """Write the exact body of each exchange whose reproducer had to abbreviate it to
-        ``<body_dir>/<check-id>-<n>.json`` and point its reproducer there (for a finding's evidence)."""
+        ``<body_dir>/<check-id>-<n>.json`` and point its reproducer there, relative to the report
+        folder (``--data-binary @bodies/<file>``), so it works wherever the folder is moved."""
         if self.body_dir is None:
             return []
         written = []
@@ -196,6 +197,12 @@ class Session:
             self._saved += 1
             path = ex.save_body(self.body_dir / f"{stem}-{self._saved}.json")
             if path is not None:
+                # relative to the report folder, so the reproducer still works after CI moves it
+                relative = f"{self.body_dir.name}/{path.name}"
+                ex.curl = (
+                    "# run from the report folder (the one holding conformance.json): "
+                    f"the exact body is {relative}\n" + ex.curl.replace(f"@{path}", f"@{relative}")
+                )
                 self._note_fixture_urls(ex)  # the reproducer was rebuilt: keep its fixture note
                 written.append(path)
         return written
@@ -312,6 +319,7 @@ class Session:
             secret=self.api_key,
         )
         self._record(ex)
+        self.watch.observe(ex, json, ex.body, self.check_id)
         self.liveness.after(kind, ex)
         if ex.error_class and not allow_transport_error:
             raise CheckFailed(
@@ -381,7 +389,8 @@ class Session:
             secret=self.api_key,
         )
         self._record(ex)
-        self._analyses[id(ex)] = analysis
+        whole = ex.body if ex.status != 200 else None if analysis.raw_truncated else analysis.raw
+        self.watch.observe(ex, body, whole, self.check_id)
         self.liveness.after(kind, ex)
         if ex.error_class and ex.status is None and not allow_transport_error:
             raise CheckFailed(

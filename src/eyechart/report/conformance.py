@@ -189,11 +189,20 @@ def print_summary(
             table.add_row(sev, *(str(counts[s]) for s in STATUSES))
     console.print(table)
     findings = run.findings()
-    for r in findings[:limit]:
-        line = Text(f"  {r.status.upper():5} ", style=styles[r.status])
-        line.append(f"{r.severity:6} {r.id}", style="bold")
-        line.append(f"  {scrub(_oneline(r.message, 100), run.secrets)}")
-        console.print(line, soft_wrap=True)
+    shown = findings[:limit]
+    core, chosen = [r for r in shown if not r.from_profile], [r for r in shown if r.from_profile]
+    for group, rows in (("core contract", core), (f"follows from profile {run.profile}", chosen)):
+        if rows and chosen:
+            console.print(f"  {group}:", style="bold", highlight=False)
+        for r in rows:
+            line = Text(f"  {r.status.upper():5} ", style=styles[r.status])
+            line.append(f"{r.severity:6} {r.id}", style="bold")
+            if r.from_profile:
+                line.append(
+                    f"  [{r.attribution['knob']} = {json.dumps(r.attribution['value'])}]", style="cyan"
+                )
+            line.append(f"  {scrub(_oneline(r.message, 100), run.secrets)}")
+            console.print(line, soft_wrap=True)
     if len(findings) > limit:
         console.print(f"  … and {len(findings) - limit} more findings in the report")
     for reason, ids in skipped_must_by_reason(run).items():

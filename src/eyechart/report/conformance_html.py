@@ -134,6 +134,12 @@ def _check(c: dict[str, Any]) -> str:
     body = f"<div class='clause'>{_e(c['clause'])}</div>" + (
         _evidence(c.get("evidence") or {}) if status != "pass" else ""
     )
+    why = c.get("attribution") or {}
+    if why.get("source") == "profile" and status != "pass":
+        head += (
+            f" <span class='badge knob'>profile {_e(why.get('profile'))}: {_e(why.get('knob'))} = "
+            f"{_e(why.get('value'))}</span>"
+        )
     opened = " open" if status in ("fail", "error") else ""
     text = _e(f"{c['id']} {c['message']}".lower())
     return (
@@ -161,6 +167,26 @@ def _filters(checks: list[dict[str, Any]]) -> str:
         + boxes("severity", severities)
         + "<input type=search placeholder='search check ids and messages' aria-label='search'>"
         + f"<span id=shown>{len(checks)} shown</span></form>"
+    )
+
+
+def _profile_made(checks: list[dict[str, Any]]) -> str:
+    """Findings that follow from a profile knob, apart from the core contract's."""
+    made = [
+        c for c in checks if (c.get("attribution") or {}).get("source") == "profile" and c["status"] != "pass"
+    ]
+    if not made:
+        return ""
+    rows = "".join(
+        f"<li><span class='{_e(c['status'])}'>{_e(c['status'])}</span> <code>{_e(c['id'])}</code>: "
+        f"{_e(c['attribution'].get('knob'))} = {_e(c['attribution'].get('value'))} "
+        f"({_e(c['attribution'].get('why'))})</li>"
+        for c in made
+    )
+    return (
+        f"<h2>Findings that follow from the profile ({len(made)})</h2><p class='meta'>Not the contract's "
+        f"core: each follows from a knob of the chosen profile; another profile may expect otherwise.</p>"
+        f"<ul>{rows}</ul>"
     )
 
 
@@ -193,6 +219,7 @@ profile <code>{_e(run["profile"])}</code>{" (embedded target)" if run.get("embed
 {"".join(f"<p class='headline'><b>{_e(h)}</b></p>" for h in doc.get("headline") or [])}
 <p>{counts}</p>
 {_matrix(checks)}
+{_profile_made(checks)}
 {_filters(checks)}
 {"".join(sections)}
 <p class="meta">eyechart {_e(doc["tool"]["version"])}. Severity: MUST fails the run; SHOULD is a warning

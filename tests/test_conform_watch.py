@@ -43,3 +43,35 @@ def test_the_registry_passes_the_faithful_target(target: RunningTarget, tmp_path
     results = {r.id: r for r in outcome.run.results}
     assert results["errors.envelope"].status == "pass" and results["errors.envelope"].evidence["sampled"] >= 1
     assert int(outcome.code) == 0
+
+
+def test_every_request_the_suite_sends_carries_a_small_cap(target: RunningTarget, tmp_path: Path) -> None:
+    """Issue 10, item 2: a lenient server must never generate at length for a deliberately wrong body
+    (the next check would time out behind it). Every chat body that is a JSON object carries a cap."""
+    from faulty_targets.proxy import Break, Exchange, Reply, _Proxy, serve_app
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    seen: list[object] = []
+
+    async def record(ex: Exchange) -> Reply | None:
+        if ex.is_chat:
+            seen.append(ex.body)
+        return None
+
+    proxy = _Proxy(
+        target.base_url.split("/v1")[0], [Break("record", "none", "records", request=record)], None
+    )
+    app = Starlette(routes=[Route("/{path:path}", proxy.handle, methods=["GET", "POST"])])
+    with serve_app(app) as root:
+        opts = ConformOptions(
+            base_url=root + "/v1/openai", api_key=target.api_key, model=target.model, report_dir=tmp_path,
+            only=["errors.*", "request.*", "stream.*", "response.*", "tokens.*"], progress=False,
+        )  # fmt: skip
+        outcome = run_conformance(opts, Console(file=io.StringIO(), width=120))
+    assert outcome.run is not None and int(outcome.code) == 0, outcome.message
+    bodies = [b for b in seen if isinstance(b, dict)]
+    assert len(bodies) > 30
+    uncapped = [b for b in bodies if not (b.get("max_tokens") or b.get("max_completion_tokens"))]
+    assert not uncapped, uncapped[:3]
+    assert max(int(b.get("max_tokens") or b.get("max_completion_tokens")) for b in bodies) <= 256

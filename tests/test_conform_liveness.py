@@ -122,6 +122,12 @@ def test_random_5xx_reads_as_instability_not_feature_gaps(target: RunningTarget,
     doc = _doc(outcome)
     assert any(h.startswith("the target is unstable: ") for h in doc["headline"])  # type: ignore[attr-defined]
     assert int(outcome.code) == (1 if any(r.severity == "MUST" for r in flaky) else 0)
+    assert outcome.run_dir is not None
+    junit = (outcome.run_dir / "junit.xml").read_text()
+    html = (outcome.run_dir / "index.html").read_text()
+    assert "re-run (passed)" in html and "the target is unstable" in html
+    if any(r.severity == "MUST" for r in flaky):  # a flaky MUST fails the JUnit case too
+        assert "<failure" in junit
 
 
 def test_max_time_ends_any_run_with_a_partial_report(target: RunningTarget, tmp_path: Path) -> None:

@@ -134,6 +134,9 @@ def pytest_runtest_makereport(
         rep.longrepr = (str(item.path), 0, f"[not judged] {check_id}: {result.message}")
     elif result.status in ("fail", "error"):
         rep.longrepr = _longrepr(result, call)
+    elif result.status == "flaky" and severity == "MUST":  # it did fail once: the run fails too
+        rep.outcome = "failed"
+        rep.longrepr = _longrepr(result, call)
     return rep
 
 

@@ -85,11 +85,11 @@ def junit_xml(run: ConformanceRun) -> str:
         for name, value in (("severity", r.severity), ("status", r.status), ("clause", r.clause)):
             ET.SubElement(cp, "property", name=name, value=value)
         text = finding_text(r)
-        if r.status == "fail":
+        if r.status == "fail" or (r.status == "flaky" and r.severity == "MUST"):  # a flaky MUST fails too
             ET.SubElement(case, "failure", message=r.message, type=r.severity).text = text
         elif r.status == "error":
             ET.SubElement(case, "error", message=r.message, type="harness").text = text
-        elif r.status == "skip":
+        elif r.status in ("skip", "not_judged"):
             ET.SubElement(case, "skipped", message=r.message)
         elif r.status == "warn":
             ET.SubElement(cp, "property", name="finding", value=r.message)

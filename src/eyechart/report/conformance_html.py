@@ -122,6 +122,8 @@ def _evidence(ev: dict[str, Any]) -> str:
             for x in others
         )
         parts.append(f"<div><b>all requests of this check</b><ul>{items}</ul></div>")
+    if isinstance(ev.get("rerun"), dict):  # a flaky check: the re-run that passed, after the failure
+        parts.append(f"<div><b>re-run (passed)</b>{_evidence(ev['rerun'])}</div>")
     return "".join(parts)
 
 

@@ -26,8 +26,8 @@ KEY = "sk-acct-2b9e41d7c3a05f68"
 
 def _load(args: list[str], report_dir: Path, timeout: float = 120) -> tuple[int, Path | None, str]:
     env = {**os.environ, "NO_COLOR": "1", "EYECHART_API_KEY": KEY}
-    cmd = [sys.executable, "-m", "eyechart", "load", "--quiet", "--report-dir", str(report_dir),
-           "--max-loop-lag-ms", "50", *args]  # fmt: skip
+    # the default validity rule: a busy shared machine is host noise (a warning), not an invalid run
+    cmd = [sys.executable, "-m", "eyechart", "load", "--quiet", "--report-dir", str(report_dir), *args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     runs = sorted(report_dir.glob("*-load"))
     return r.returncode, (runs[-1] if runs else None), r.stdout + r.stderr

@@ -186,3 +186,24 @@ def test_quantile_ci_covers_the_true_quantile() -> None:
     assert quantile_ci_ranks(5, 0.5) == (None, None)  # too few samples for a 95 % interval
     lo, hi = quantile_ci_ranks(1_000_000, 0.99)
     assert lo is not None and hi is not None and lo < 990_000 < hi
+
+
+def test_lag_with_an_idle_generator_is_host_noise_and_saturation_needs_cpu_too() -> None:
+    from eyechart.load import probe
+
+    def snap(cpu: float, lag_p99: float) -> dict[str, dict[str, float]]:
+        return {"process-0": {"cpu_s": cpu * 10, "wall_s": 10.0, "lag_samples": 500, "lag_p50_ms": 0.3,
+                              "lag_p99_ms": lag_p99, "lag_max_ms": lag_p99 * 2}}  # fmt: skip
+
+    noisy = probe.verdict(snap(0.04, 25.0), ttft_p50_ms=200.0)  # a busy host, the generator idle
+    assert noisy["valid"] and "host noise" in noisy["warnings"][0]
+    assert noisy["uncertainty"]["loop_lag_p99_ms"] == 25.0
+    saturated = probe.verdict(snap(0.95, 25.0), ttft_p50_ms=200.0)
+    assert not saturated["valid"] and "saturated" in saturated["reasons"][0]
+    # 5 % of a 1 s TTFT is 50 ms: 25 ms of lag is within what the measurement can carry
+    assert probe.verdict(snap(0.95, 25.0), ttft_p50_ms=1000.0)["valid"]
+    # an explicit budget is a budget
+    explicit = probe.verdict(snap(0.04, 25.0), max_lag_ms=10.0, ttft_p50_ms=200.0)
+    assert not explicit["valid"] and "--max-loop-lag-ms" in explicit["reasons"][0]
+    quiet = probe.verdict(snap(0.04, 3.0), ttft_p50_ms=200.0)
+    assert quiet["valid"] and not quiet["warnings"]

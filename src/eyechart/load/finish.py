@@ -61,7 +61,7 @@ def finalize(
         end = min(now, info["measure_end_ns"])
         measure_s = max(0.0, (end - info["warmup_end_ns"]) / 1e9)
     interrupted = bool(info.get("run_end_ns")) and now < info["run_end_ns"] - int(0.5e9)
-    saturation = probe.verdict(probes, o.max_loop_lag_ms, o.max_cpu)
+    saturation = probe.verdict(probes, o.max_loop_lag_ms, o.max_cpu, stats.metric_summary("ttft")["p50"])
     processes = max(1, len(probes))
     run_info: dict[str, Any] = {
         "tool": f"eyechart {__version__}",
@@ -86,6 +86,11 @@ def finalize(
     }
     summary = stats.summary(run_info)
     summary["saturation"] = saturation
+    summary["timing_uncertainty"] = {
+        **saturation["uncertainty"],
+        "schedule_lag_p99_ms": summary["metrics"]["schedule_lag"].get("p99"),
+    }
+    summary["warnings"] += saturation["warnings"]
     summary["warnings"] += gates.warnings(summary)
     if session is not None and session.stopped_early:
         summary["warnings"].insert(0, session.stopped_early)

@@ -8,10 +8,13 @@ queueing would be reported as the server's latency. Two measures, per load proce
 - **CPU**: process CPU time (``time.process_time``) over wall time during the load window; one gevent
   process cannot use more than one core.
 
-Budgets (a run over either is marked invalid, exit code 4): loop-lag p99 over ``max_lag_ms``
-(default 10 ms, judged once there are 100 samples = 2 s) or any single lag over 20x that (200 ms), or
-CPU over ``max_cpu`` (default 0.95 of one core) in the load window. 10 ms is the p99 timing error we
-accept attributing to the server on a shared machine (the bench measures the actual error per load).
+Lag alone cannot tell the generator's own saturation from a busy host (another process taking the
+core for a while), and on a shared machine honest runs show 10-30 ms lag p99 with the generator at 3-5 %
+of a core. So the lag is reported as the run's *timing uncertainty* (every stamp may be late by about
+that much), and the run is invalid (exit code 4) only when the generator itself saturates: CPU above
+``max_cpu`` (default 0.9 of its core) *and* lag p99 above max(10 ms, 5 % of the TTFT p50), or when
+``--max-loop-lag-ms`` is given explicitly and the lag p99 (judged once there are 100 samples = 2 s)
+exceeds it. Lag over that bound with a mostly idle generator is host noise: a warning that says so.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from typing import Any
 
 DEFAULT_MAX_LAG_MS = 10.0
 MIN_SAMPLES = 100  # 2 s of probing: fewer samples make a p99 meaningless
-DEFAULT_MAX_CPU = 0.95
+DEFAULT_MAX_CPU = 0.9
+LAG_SHARE_OF_TTFT = 0.05
 INTERVAL_S = 0.02
 
 
@@ -97,28 +101,44 @@ def _pct(counts: Mapping[int, int], n: int, p: float) -> float:
 
 def verdict(
     snapshots: Mapping[str, Mapping[str, Any]],
-    max_lag_ms: float = DEFAULT_MAX_LAG_MS,
+    max_lag_ms: float | None = None,
     max_cpu: float = DEFAULT_MAX_CPU,
+    ttft_p50_ms: float | None = None,
 ) -> dict[str, Any]:
-    """Judge every load process's snapshot; ``valid`` is False with reasons if any is saturated."""
+    """Judge every load process's snapshot (see the module docstring): ``valid`` False with reasons
+    when a generator saturated; ``warnings`` for host noise; ``uncertainty`` the worst process's lag."""
+    bound = max(DEFAULT_MAX_LAG_MS, LAG_SHARE_OF_TTFT * (ttft_p50_ms or 0.0))
     reasons: list[str] = []
+    warnings: list[str] = []
     per: dict[str, Any] = {}
     for name, s in snapshots.items():
         cpu = s["cpu_s"] / s["wall_s"] if s.get("wall_s") else 0.0
         per[name] = {**s, "cpu_fraction": round(cpu, 4)}
-        if s.get("lag_samples", 0) >= MIN_SAMPLES and s["lag_p99_ms"] > max_lag_ms:
+        judged = s.get("lag_samples", 0) >= MIN_SAMPLES
+        p99 = float(s.get("lag_p99_ms") or 0.0)
+        if max_lag_ms is not None and judged and p99 > max_lag_ms:
+            reasons.append(f"{name}: event-loop lag p99 {p99:.1f} ms over --max-loop-lag-ms {max_lag_ms:g}")
+        elif cpu > max_cpu and judged and p99 > bound:
             reasons.append(
-                f"{name}: event-loop lag p99 {s['lag_p99_ms']:.1f} ms over the {max_lag_ms:g} ms budget"
+                f"{name}: the generator saturated: CPU {cpu:.0%} of its core (over {max_cpu:.0%}) with "
+                f"event-loop lag p99 {p99:.1f} ms (over {bound:.3g} ms)"
             )
-        elif s.get("lag_max_ms", 0) > 20 * max_lag_ms:
-            reasons.append(
-                f"{name}: event-loop stalled {s['lag_max_ms']:.0f} ms (budget {20 * max_lag_ms:g} ms)"
+        elif judged and p99 > bound:
+            warnings.append(
+                f"{name}: event-loop lag p99 {p99:.1f} ms with the generator at {cpu:.0%} of a core: host "
+                "noise (another process took the CPU), not saturation; timings may be late by about that much"
             )
-        if cpu > max_cpu:
-            reasons.append(f"{name}: CPU {cpu:.0%} of a core over the {max_cpu:.0%} budget")
+    worst = max(snapshots.values(), key=lambda s: float(s.get("lag_p99_ms") or 0.0), default={})
     return {
         "valid": not reasons,
         "reasons": reasons,
-        "budget": {"max_lag_p99_ms": max_lag_ms, "max_lag_ms": 20 * max_lag_ms, "max_cpu": max_cpu},
+        "warnings": warnings,
+        "uncertainty": {
+            "loop_lag_p50_ms": worst.get("lag_p50_ms"),
+            "loop_lag_p99_ms": worst.get("lag_p99_ms"),
+            "loop_lag_max_ms": worst.get("lag_max_ms"),
+            "note": "the generator's own delay: any timestamp may be late by about this much",
+        },
+        "budget": {"max_lag_p99_ms": max_lag_ms, "saturation_lag_bound_ms": bound, "max_cpu": max_cpu},
         "processes": per,
     }

@@ -53,7 +53,7 @@ def add_arguments(parser: Any) -> None:
     g.add_argument("--run-dir", default="", help="exact run folder (default: <report-dir>/<time>-load)")
     g.add_argument("--fixture-url", default="", help="base URL of a running fixture server (URL transport)")
     g.add_argument(
-        "--max-loop-lag-ms", type=float, default=probe.DEFAULT_MAX_LAG_MS, help="saturation budget"
+        "--max-loop-lag-ms", type=float, default=None, help="invalid above this loop-lag p99 (explicit only)"
     )
     g.add_argument("--max-cpu", type=float, default=probe.DEFAULT_MAX_CPU, help="saturation budget (cores)")
     g.add_argument("--min-requests", type=int, default=20, help="fewer measured requests: invalid run")

@@ -215,6 +215,7 @@ def render_html(
         _throughput_table(summary),
         "<h2>Latency percentiles (ms, measure stage)</h2>",
         _metric_table(summary, [m for m in LATENCY_METRICS]),
+        _uncertainty_line(summary),
         "<h2>Per-request sizes</h2>",
         _metric_table(summary, [m for m in METRICS if m not in LATENCY_METRICS]),
     ]
@@ -604,3 +605,15 @@ def _accounting_section(summary: Mapping[str, Any]) -> str:
             ),
         ]
     return "\n".join(out)
+
+
+def _uncertainty_line(summary: Mapping[str, Any]) -> str:
+    """The generator's own delay next to the latency table: how late any stamp of this run may be."""
+    u = summary.get("timing_uncertainty") or {}
+    if u.get("loop_lag_p99_ms") is None:
+        return ""
+    return (
+        "<p>Timing uncertainty: the generator's event loop ran late by "
+        f"p50 {_num(u.get('loop_lag_p50_ms'))} ms, p99 {_num(u.get('loop_lag_p99_ms'))} ms, "
+        f"max {_num(u.get('loop_lag_max_ms'))} ms; any timestamp above may be late by about that much.</p>"
+    )

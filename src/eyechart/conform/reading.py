@@ -3,9 +3,12 @@ finding that points at the exchange (and the JSON pointer) it is about."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Collection
 from typing import Any
 
+from eyechart import invariants
 from eyechart.conform.checks import CheckFailed, expect, expect_schema, fail, skip
 from eyechart.conform.printable import decoded
 from eyechart.profiles import Profile
@@ -98,3 +101,34 @@ def expect_refusal(
     body = json_of(ex, f"the error body for {what}")
     expect_schema("error", body, ex, profile)
     return body
+
+
+def expect_invariant(ex: Exchange, check_id: str, profile: Profile) -> None:
+    """Judge ``ex`` by the registry's rule ``check_id`` (:mod:`eyechart.invariants`), so a check and the
+    registry run on every exchange share one implementation: a finding ends the check, a rule that
+    does not apply skips it."""
+    __tracebackhide__ = True
+    try:
+        request = json.loads(ex.request_body) if ex.request_body else None
+    except ValueError:
+        request = None
+    observed = invariants.Observed(
+        request=request,
+        status=ex.status if ex.status is not None else 0,
+        headers=ex.response_headers,
+        body=ex.body,
+        received_at=time.time(),
+        elapsed_s=ex.elapsed_s,
+    )
+    judgment = invariants.examine(observed, profile)
+    for finding in judgment.findings:
+        if finding.check == check_id:
+            fail(
+                finding.message,
+                exchange=ex,
+                expected=finding.expected,
+                got=finding.got,
+                pointer=finding.pointer,
+            )
+    if check_id not in judgment.applied:
+        skip(f"{check_id} does not apply to this answer")

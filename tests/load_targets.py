@@ -97,7 +97,11 @@ class ChatServer:
 
             def _stream(self, req: dict[str, Any], count: int) -> None:
                 cid = f"chatcmpl-{count}"
-                usage = {"prompt_tokens": 5 + count % 7, "completion_tokens": server.tokens}
+                # the same prompt counts the same prompt tokens (the body's length stands for it)
+                usage = {
+                    "prompt_tokens": 5 + len(json.dumps(req.get("messages"))) % 89,
+                    "completion_tokens": server.tokens,
+                }
                 usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
                 with server.lock:
                     other = server.last_stream

@@ -232,3 +232,29 @@ def test_a_keep_alive_connection_closed_after_an_error_is_retried_not_blamed(tmp
     assert s["errors"]["by_class"]["5xx"] == sum(1 for r in records if r["status"] == 500) >= 3
     assert sum(s["errors"]["by_class"].values()) == s["errors"]["by_class"]["5xx"]  # nothing else blamed
     assert code == 0, out
+
+
+def test_invariants_under_load_catch_ids_and_usage_crossing_between_streams(tmp_path: Path) -> None:
+    common = ["--workload", "text-only-baseline", "--users", "2", "--requests", "40", "--min-requests", "10",
+              "--check-sample", "100%"]  # fmt: skip
+    with ChatServer() as honest:
+        code, run, out = _load(["--base-url", honest.base_url, *common], tmp_path / "honest")
+    assert code == 0 and run is not None, out
+    checks = _summary(run)["invariants"]
+    assert checks and all(e["failed"] == 0 and not e.get("errors") for e in checks.values()), checks
+    assert max(e["sampled"] for e in checks.values()) == 40  # every answer judged
+    # every 4th stream carries the previous stream's id in one chunk and that stream's usage
+    with ChatServer(cross_every=4) as crossing:
+        code, run, out = _load(["--base-url", crossing.base_url, *common], tmp_path / "crossing")
+    assert run is not None, out
+    s = _summary(run)
+    failed = {check: e for check, e in s["invariants"].items() if e["failed"]}
+    assert failed, s["invariants"]
+    assert any("id" in check for check in failed), failed  # the id crossing is named by its check
+    ids = {r["request_id"] for r in _records(run)}
+    for e in failed.values():
+        assert e["failed"] <= e["sampled"] and e["examples"]
+        assert any(rid in json.dumps(e["examples"]) for rid in ids), e["examples"]
+    assert any(w.startswith("invariant ") for w in s["warnings"])
+    html = (run / "index.html").read_text()
+    assert "Invariants under load" in html and all(check in html for check in failed)

@@ -124,6 +124,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="one request longer than this is a timeout failure (default: 120s)",
     )
     w.add_argument(
+        "--check-sample",
+        default="0.5%",
+        metavar="SHARE",
+        help="share of live answers the conformance invariants judge, kept whole (they cost ~1.6 ms of "
+        "CPU per 256-chunk stream; 100%% judges every one, 0 none) (default: 0.5%%)",
+    )
+    w.add_argument(
         "--seed", type=int, metavar="N", default=0, help="seed for arrivals and request choice (default: 0)"
     )
     w.add_argument(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from eyechart import __version__
+from eyechart import __version__, invariants
 from eyechart.exitcodes import ExitCode
 from eyechart.load import gates, probe
 from eyechart.load.process import LoadSession, parse_fraction, per_request_slos
@@ -86,6 +86,18 @@ def finalize(
     }
     summary = stats.summary(run_info)
     summary["saturation"] = saturation
+    tally = invariants.Tally()
+    if role == "local" and session is not None:
+        tally.merge(session.tally)
+    for rep in worker_reports.values():
+        tally.merge(rep.get("invariants") or {})
+    summary["invariants"] = tally.to_dict()
+    summary["warnings"] += [
+        f"invariant {check} failed on {e['failed']} of {e['sampled']} sampled answers "
+        f"(first: {e['examples'][0] if e['examples'] else '-'})"
+        for check, e in summary["invariants"].items()
+        if e["failed"] or e.get("errors")
+    ]
     summary["timing_uncertainty"] = {
         **saturation["uncertainty"],
         "schedule_lag_p99_ms": summary["metrics"]["schedule_lag"].get("p99"),

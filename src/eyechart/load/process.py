@@ -28,12 +28,14 @@ import gevent
 import gevent.event
 from geventhttpclient import HTTPClient
 
+from eyechart import invariants
 from eyechart.load import arrivals, connection, gates, probe
 from eyechart.load.metrics import itl_gaps
 from eyechart.load.recordfile import RecordWriter
 from eyechart.load.records import RequestRecord
 from eyechart.load.stats import LoadStats
 from eyechart.load.workloads import Deck, Template, build_templates, load_workload
+from eyechart.profiles import load_profile
 from eyechart.wire.discovery import resolve_model
 
 log = logging.getLogger("eyechart.load")
@@ -81,6 +83,15 @@ class LoadSession:
         self.model = model
         self._rng = random.Random(arrivals.process_seed(o.seed, index))
         self.deck = Deck(self.templates, self._rng)
+        # conformance under load: a sample of live responses judged by the invariant registry
+        # (~1.6 ms of CPU per 256-chunk stream, hence a small default share; "100%" judges every one)
+        self.check_share = min(1.0, max(0.0, parse_fraction(getattr(o, "check_sample", "0.5%"))))
+        self._check_rng = random.Random(arrivals.process_seed(o.seed, index) + 1)
+        self.tally = invariants.Tally()
+        self._cross = invariants.CrossState()
+        self._profile = load_profile() if self.check_share > 0 else None
+        self._keys = {id(t): f"variant-{i}" for i, t in enumerate(self.templates)}
+        self._requests = {id(t): json.loads(t.body) for t in self.templates} if self.check_share > 0 else {}
         self.t0 = time.monotonic_ns()
         self.warmup_end = self.t0 + int(o.warmup * 1e9)
         run_time = run_time_hint or getattr(o, "run_time", None) or 0
@@ -190,6 +201,29 @@ class LoadSession:
 
     def pick(self) -> Template:
         return self.deck.next()
+
+    def sample(self) -> bool:
+        """Is the next request one whose whole answer the invariants judge (``--check-sample``)?"""
+        share = self.check_share
+        return share >= 1.0 or (share > 0.0 and self._check_rng.random() < share)
+
+    def judge(self, template: Template, rec: RequestRecord, headers: dict[str, str], body: bytes) -> None:
+        """Run the invariant registry on one sampled answer (whole: never a cut or timed-out one)."""
+        if self._profile is None or rec.status is None or rec.incomplete:
+            return
+        if rec.error_class in ("connect", "timeout", "disconnect"):
+            return
+        observed = invariants.Observed(
+            request=self._requests[id(template)],
+            status=rec.status,
+            headers=headers,
+            body=body,
+            received_at=time.time(),
+            elapsed_s=((rec.t_end or rec.t_send) - rec.t_send) / 1e9,
+            request_id=rec.request_id,
+            request_key=self._keys.get(id(template)),
+        )
+        self.tally.add(invariants.examine(observed, self._profile, self._cross))
 
     def new_request_id(self) -> str:
         self._request_ids += 1
@@ -306,6 +340,7 @@ class LoadSession:
             "final": self.finished,
             "clock_ns": time.monotonic_ns(),  # this host's clock: the master never compares its own with it
             "stopped_early": self.stopped_early,
+            "invariants": self.tally.to_dict(),
         }
 
     def info(self) -> dict[str, Any]:

@@ -75,6 +75,7 @@ class RunPlan:
     request_id_header: str | None = "X-Request-Id"
     ca_bundle: str | None = None
     insecure: bool = False
+    check_sample: str = "0.5%"
     drain_s: float = 60.0
     request_timeout_s: float = 120.0
     sweep: sweeps.SweepSpec | None = None
@@ -145,6 +146,7 @@ def locust_command(
         "--workload", plan.workload, "--model", model, "--run-dir", str(run_dir),
         "--warmup", str(plan.warmup_s), "--cooldown", str(plan.cooldown_s), "--seed", str(plan.load.seed),
         "--drain", str(plan.drain_s), "--request-timeout", str(plan.request_timeout_s),
+        "--check-sample", plan.check_sample,
         "--min-requests", str(plan.min_requests),
         "--max-regression", plan.max_regression,
     ]  # fmt: skip
@@ -575,6 +577,7 @@ def plan_from_args(args: Any) -> RunPlan:
         else "X-Request-Id",
         ca_bundle=getattr(args, "ca_bundle", None),
         insecure=bool(getattr(args, "insecure", False)),
+        check_sample=_share(getattr(args, "check_sample", "0.5%")),
         drain_s=_seconds(getattr(args, "drain", "60s"), allow_zero=True),
         request_timeout_s=_seconds(getattr(args, "request_timeout", "120s")),
         sweep=spec,
@@ -586,6 +589,18 @@ def plan_from_args(args: Any) -> RunPlan:
         expect_workers=expect,
         master_port=getattr(args, "master_port", None) or 5557,
     )
+
+
+def _share(text: str) -> str:
+    """``--check-sample``: a percentage or a fraction in [0, 1], checked before the run."""
+    t = str(text).strip()
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise RunError(f"--check-sample {text!r} is not a share like 0.5% or 100%") from None
+    if not 0 <= value <= 1:
+        raise RunError(f"--check-sample {text!r} must be between 0% and 100%")
+    return t
 
 
 def _seconds(text: str, *, allow_zero: bool = False) -> float:

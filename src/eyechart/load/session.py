@@ -66,6 +66,9 @@ def add_arguments(parser: Any) -> None:
     g.add_argument("--request-timeout", type=float, default=120.0, help="seconds one request may take")
     g.add_argument("--request-id-header", default="X-Request-Id", help="header carrying each request's UUID")
     g.add_argument("--no-request-id", action="store_true", help="send no request id header")
+    g.add_argument(
+        "--check-sample", default="0.5%", help="share of answers the invariants judge (100%%: all)"
+    )
     g.add_argument("--ca-bundle", default="", help="CA certificates to trust for an https target")
     g.add_argument("--insecure", action="store_true", help="do not verify the https target's certificate")
     g.add_argument("--max-tokens-param", default="max_tokens", help="max_tokens or max_completion_tokens")

@@ -111,10 +111,14 @@ class VisionChatUser(FastHttpUser):
             wire_bytes=len(template.body),
         )
         s.track(rec, times)
+        keep: list[bytes] | None = [] if s.sample() else None  # a judged answer is kept whole
+        self._seen_headers: dict[str, str] = {}
         timer = gevent.Timeout(s.request_timeout_s)
         timer.start()
         try:
-            self._exchange(rec, template.body, headers, template.stream, times)
+            self._exchange(rec, template.body, headers, template.stream, times, keep)
+            if keep is not None:
+                s.judge(template, rec, self._seen_headers, b"".join(keep))
         except gevent.Timeout as t:
             if t is not timer:
                 raise
@@ -136,7 +140,13 @@ class VisionChatUser(FastHttpUser):
             old.close()
 
     def _exchange(
-        self, rec: RequestRecord, body: bytes, headers: dict[str, str], stream: bool, times: list[int]
+        self,
+        rec: RequestRecord,
+        body: bytes,
+        headers: dict[str, str],
+        stream: bool,
+        times: list[int],
+        keep: list[bytes] | None = None,
     ) -> None:
         while True:
             reused = self._http._connection_pool._socket_queue.qsize() > 0  # a kept-alive connection
@@ -159,12 +169,16 @@ class VisionChatUser(FastHttpUser):
                 return
         rec.t_head = _monotonic_ns()
         status = resp.status_code
+        if keep is not None:
+            self._seen_headers = {k.lower(): v for k, v in resp.items()}
         rec.status = status
         try:
             if status >= 400 or not stream:
                 data = resp.read()
                 rec.t_end = _monotonic_ns()
                 rec.response_bytes = len(data)
+                if keep is not None:
+                    keep.append(data)
                 err = classify_status(status)
                 if err is not None:
                     rec.error_class = err
@@ -178,7 +192,7 @@ class VisionChatUser(FastHttpUser):
                 rec.error_class = "malformed"
                 rec.error = f"stream asked, got Content-Type {resp.get('content-type')!r}"
                 return
-            self._stream(rec, resp, times)
+            self._stream(rec, resp, times, keep)
         except Exception as exc:
             rec.t_end = _monotonic_ns()
             rec.error_class = classify_exception(exc, reading=True)
@@ -189,7 +203,7 @@ class VisionChatUser(FastHttpUser):
             with contextlib.suppress(Exception):
                 resp.release()
 
-    def _stream(self, rec: RequestRecord, resp: Any, times: list[int]) -> None:
+    def _stream(self, rec: RequestRecord, resp: Any, times: list[int], keep: list[bytes] | None) -> None:
         """Read the SSE body into ``rec``; the content chunks' arrival times go to ``times``."""
         reader = StreamReader(times)
         feed = reader.feed
@@ -200,6 +214,8 @@ class VisionChatUser(FastHttpUser):
             del buf[:]
             nbytes += len(data)
             rec.response_bytes = nbytes
+            if keep is not None:
+                keep.append(data)
             feed(data, rec.t_head or _monotonic_ns())
         first = True
         while not resp.message_complete:
@@ -224,6 +240,8 @@ class VisionChatUser(FastHttpUser):
                 del buf[:]
                 nbytes += len(data)
                 rec.response_bytes = nbytes
+                if keep is not None:
+                    keep.append(data)
                 feed(data, t)
         rec.t_end = _monotonic_ns()
         reader.close(complete=bool(resp.message_complete))

@@ -226,6 +226,7 @@ def render_html(
             "from content chunks and are estimates.</p>"
         )
     parts += ["<h2>Errors</h2>", _errors_section(summary), _failed_table(failed)]
+    parts.append(_invariants_section(summary))
     dists = plots.distributions(
         {name: stats.hists[name].nonzero_buckets() for name in ("ttft", "itl", "e2e")}
     )
@@ -616,4 +617,28 @@ def _uncertainty_line(summary: Mapping[str, Any]) -> str:
         "<p>Timing uncertainty: the generator's event loop ran late by "
         f"p50 {_num(u.get('loop_lag_p50_ms'))} ms, p99 {_num(u.get('loop_lag_p99_ms'))} ms, "
         f"max {_num(u.get('loop_lag_max_ms'))} ms; any timestamp above may be late by about that much.</p>"
+    )
+
+
+def _invariants_section(summary: Mapping[str, Any]) -> str:
+    """The conformance invariants judged on a sample of live answers (``--check-sample``), per check id."""
+    checks = summary.get("invariants") or {}
+    if not checks:
+        return ""
+    rows = "".join(
+        f"<tr><td class=l><code>{_e(check)}</code></td><td>{_num(e.get('sampled'))}</td>"
+        f"<td>{_num(e.get('failed'))}</td><td class=l>"
+        + "<br>".join(
+            f"<code>{_e(json.dumps(x, ensure_ascii=False)[:300])}</code>" for x in e.get("examples", [])
+        )
+        + "</td></tr>"
+        for check, e in sorted(checks.items(), key=lambda kv: (-int(kv[1].get("failed", 0)), kv[0]))
+    )
+    return (
+        "<h2>Invariants under load</h2><p>Conformance rules run on a sample of live answers "
+        "(what only shows with batching: ids or usage crossing between streams, errors under pressure).</p>"
+        + _box(
+            "<table><tr><th class=l>check</th><th>sampled</th><th>failed</th><th class=l>examples</th></tr>"
+            f"{rows}</table>"
+        )
     )

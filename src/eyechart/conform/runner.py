@@ -149,7 +149,7 @@ class _Observer:
                     continue
                 self._seen.add(check_id)
                 self._area = result.area
-                if result.status in ("fail", "error"):
+                if result.status in ("fail", "flaky", "error"):
                     line = f"  {result.status.upper():5} {result.severity:6} {check_id}: {result.message}"
                     self._out.print(scrub(" ".join(line.split()), st.secrets), markup=False, style="red")
         if self._progress is not None and self._task is not None:

@@ -80,6 +80,8 @@ def finalize(
         "seed": o.seed,
         "processes": processes,
         "partial": interrupted,
+        # which clock stamped the run (kernel receive timestamps were not adopted: see bench_load.py)
+        "clock": "CLOCK_MONOTONIC read in user space as each recv() returns (time.monotonic_ns)",
         "measure_duration_s": measure_s,
         "harness_saturated": not saturation["valid"],
         "harness_saturation_detail": "; ".join(saturation["reasons"]),

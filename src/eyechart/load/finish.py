@@ -80,7 +80,7 @@ def finalize(
         "seed": o.seed,
         "processes": processes,
         "partial": interrupted,
-        # which clock stamped the run (kernel receive timestamps were not adopted: see bench_load.py)
+        # which clock stamped the run (kernel receive timestamps were tried, no win: see bench_load.py)
         "clock": "CLOCK_MONOTONIC read in user space as each recv() returns (time.monotonic_ns)",
         "measure_duration_s": measure_s,
         "harness_saturated": not saturation["valid"],

@@ -16,8 +16,9 @@
     CLOCK_MONOTONIC, gave 8 streams +1.46/+1.03 ms mean vs +1.18/+2.33 user-space, and 64 streams
     +9.4/+10.0 ms mean vs +4.2/+6.6 user-space, p99 41-62 vs 27-47 ms (6 s runs, 2 each, loadavg ~1.1
     on a 2-core machine shared by other jobs): no win, so the user-space clock stays).
-    The 200 ms server lives here: it stamps CLOCK_MONOTONIC when it has read the request head and when it hands the stream to the socket,
-    which the reference target's latency model does not expose as one exact figure.
+    The 200 ms server lives here: it stamps CLOCK_MONOTONIC when it has read the request head and when
+    it hands the stream to the socket, which the reference target's latency model does not expose as
+    one exact figure.
 
     .venv/bin/python bench/bench_load.py [--seconds 30] [--error-seconds 10] [--streams 8,64,256]
 """

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.live import Live
+from rich.text import Text
 
 from eyechart import bundled, options
 from eyechart.exitcodes import ExitCode
@@ -423,13 +424,13 @@ def _watch(
                 last, reported = time.monotonic(), failed
                 console.print(prefix + progress_line(plan, elapsed, p), markup=False)
         return
-    with Live(
-        prefix + progress_line(plan, None, None), console=console, refresh_per_second=4, transient=True
-    ) as live:
+    # Text, not a str: "[measure 3s/20s]" would otherwise be read as rich markup and vanish
+    first_line = Text(prefix + progress_line(plan, None, None))
+    with Live(first_line, console=console, refresh_per_second=4, transient=True) as live:
         while proc.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=0.25)
-            live.update(prefix + progress_line(plan, *read()))
+            live.update(Text(prefix + progress_line(plan, *read())))
 
 
 def _print_result(run_dir: Path, code: int, interrupted: bool, log_path: Path, console: Any) -> None:

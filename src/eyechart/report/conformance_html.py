@@ -150,6 +150,25 @@ def _check(c: dict[str, Any]) -> str:
     )
 
 
+def _unjudged_must(checks: list[dict[str, Any]]) -> str:
+    """MUST checks that reached no verdict (skipped, not judged), grouped by the reason they give: the
+    gaps in a PASS, and what would close each."""
+    groups: dict[str, list[str]] = {}
+    for c in checks:
+        if c["severity"] == "MUST" and c["status"] in ("skip", "not_judged"):
+            groups.setdefault(" ".join(str(c["message"]).split()), []).append(c["id"])
+    if not groups:
+        return ""
+    items = "".join(
+        f"<li>{len(ids)} × {_e(reason)}<br><small>"
+        + ", ".join(f"<code>{_e(i)}</code>" for i in ids)
+        + "</small></li>"
+        for reason, ids in sorted(groups.items(), key=lambda kv: -len(kv[1]))
+    )
+    n = sum(len(ids) for ids in groups.values())
+    return f"<h2>MUST checks without a verdict ({n}), by reason</h2><ul>{items}</ul>"
+
+
 def _filters(checks: list[dict[str, Any]]) -> str:
     """Status and severity boxes (all on) and a search field; the script above applies them."""
     statuses = [s for s in _STATUSES if any(c["status"] == s for c in checks)]
@@ -222,6 +241,7 @@ profile <code>{_e(run["profile"])}</code>{" (embedded target)" if run.get("embed
 <p>{counts}</p>
 {_matrix(checks)}
 {_profile_made(checks)}
+{_unjudged_must(checks)}
 {_filters(checks)}
 {"".join(sections)}
 <p class="meta">eyechart {_e(doc["tool"]["version"])}. Severity: MUST fails the run; SHOULD is a warning

@@ -205,8 +205,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="MS",
         default=None,
         help="invalid above this event-loop lag p99 (default: judged with CPU: the generator saturates "
-        f"when over {probe.DEFAULT_MAX_CPU:.0%} of its core with lag p99 over max(10 ms, 5%% of TTFT p50); "
-        "lag with an idle generator is host noise, a warning)",
+        f"when over {probe.DEFAULT_MAX_CPU * 100:.0f}%% of its core with lag p99 over "
+        "max(10 ms, 5%% of TTFT p50); lag with an idle generator is host noise, a warning)",
     )
     g.add_argument(
         "--max-cpu",

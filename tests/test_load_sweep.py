@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +155,21 @@ def test_listed_rates_obey_max_rate_and_max_requests(tmp_path: Path) -> None:
     assert 50 not in offered and offered == sorted(offered) and offered[0] == 4, r.stdout + r.stderr
     assert len(offered) < 4 and s["requests_sent"] <= 30, s  # the cap holds across points
     assert any("--max-rate 20" in n for n in s["notes"]) and any("--max-requests" in n for n in s["notes"])
+
+
+def test_ctrl_c_ends_the_sweep_with_a_partial_report(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "eyechart", "load", "--quiet", "--sweep", "rate=4,8,16", "--duration", "20s",
+           "--workload", str(_workload(tmp_path)), "--target-arg=--speed=20", "--min-requests", "3",
+           "--report-dir", str(tmp_path / "reports")]  # fmt: skip
+    env = {**os.environ, "NO_COLOR": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "reports").glob("*-load/points/01-*/progress.json")):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    s = json.loads((_run_dir(tmp_path / "reports") / "summary.json").read_text())["sweep"]
+    assert [p["offered_rps"] for p in s["points"]] == [4], out.decode(errors="replace")
+    assert any("interrupted" in n for n in s["notes"])

@@ -261,7 +261,13 @@ def _run_sweep(
         if load.requests is not None and p.duration_s is None:
             p = replace(p, duration_s=60.0)
         return _run_locust(
-            locust_command(p, folder, model, base_url, fixture_url), folder, api_key, p, console, prefix
+            locust_command(p, folder, model, base_url, fixture_url),
+            folder,
+            api_key,
+            p,
+            console,
+            prefix,
+            on_interrupt=sweep.stop,
         )
 
     sweep.run(run_dir, run_point)
@@ -311,7 +317,13 @@ def check_plan(plan: RunPlan) -> Workload:
 
 
 def _run_locust(
-    cmd: list[str], run_dir: Path, api_key: str, plan: RunPlan, console: Any, prefix: str = ""
+    cmd: list[str],
+    run_dir: Path,
+    api_key: str,
+    plan: RunPlan,
+    console: Any,
+    prefix: str = "",
+    on_interrupt: Callable[[], None] | None = None,
 ) -> int:
     env = {**os.environ, "EYECHART_API_KEY": api_key, "PYTHONUNBUFFERED": "1"}
     if plan.headers:
@@ -332,6 +344,8 @@ def _run_locust(
         nonlocal interrupted
         if not interrupted:
             interrupted = True
+            if on_interrupt is not None:
+                on_interrupt()
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGINT)
 

@@ -122,6 +122,10 @@ class Sweep:
     max_throughput_rps: float | None = None
     requests_used: int = 0
     tokens_used: int = 0
+    stopped: bool = False  # Ctrl-C: the point under way writes its partial report, no further point runs
+
+    def stop(self) -> None:
+        self.stopped = True
 
     def run(self, run_dir: Path, run_point: RunPoint) -> None:
         """Run every point (or until a stop rule) and collect them in ``points``."""
@@ -185,6 +189,9 @@ class Sweep:
 
     def _capped(self, load: PointLoad) -> bool:
         """Stop before a point that would pass a cost cap; a point's requests are capped to what is left."""
+        if self.stopped:
+            self.notes.append(f"interrupted: stopped before {load.label}; the sweep is partial")
+            return True
         c = self.caps
         if c.max_requests is not None and self.requests_used >= c.max_requests:
             self.notes.append(f"--max-requests {c.max_requests} reached: stopped before {load.label}")

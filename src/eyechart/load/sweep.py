@@ -181,7 +181,7 @@ class Sweep:
         return PointLoad(f"probe-users-{self.probe_users}", users=self.probe_users, probe=True)
 
     def _auto_loads(self, max_tp: float) -> list[PointLoad]:
-        rates = [round(f * max_tp, 4) for f in AUTO_FRACTIONS]
+        rates = [float(f"{f * max_tp:.3g}") for f in AUTO_FRACTIONS]
         cap = self.caps.max_rate
         if cap is not None:
             rates = sorted({min(r, cap) for r in rates})

@@ -139,7 +139,7 @@ def _curves(points: Sequence[Mapping[str, Any]], xkey: str, xlabel: str, knee: M
     top = [min(y, cap) for _, ys, _ in series for y in ys if isinstance(y, int | float)] + list(
         lines.values()
     )
-    panel = _panel(points, xkey, top, f"latency vs {xlabel}", xlabel, "ms")
+    panel = _panel(points, xkey, top, "latency", xlabel, "ms")
     xs = [_x(p, xkey) for p in points]
     for name, ys, color in series:
         panel.line(xs, [None if y is None else min(float(y), cap) for y in ys], color, name)
@@ -159,18 +159,19 @@ def _goodput(
     good = [float(p.get("goodput_rps") or 0.0) for p in points]
     xs = [_x(p, xkey) for p in points]
     ys = achieved + good + (xs if xkey == "offered_rps" else [])
-    panel = _panel(points, xkey, ys, f"throughput and goodput vs {xlabel}", xlabel, "requests/s")
+    panel = _panel(points, xkey, ys, "requests/s", xlabel, "requests/s")
     if xkey == "offered_rps":
         panel.line(xs, xs, plots.GREY, "offered")
     panel.line(xs, achieved, plots.BLUE, "achieved")
-    panel.line(xs, good, plots.GREEN, "goodput (every per-request SLO met)")
+    panel.line(xs, good, plots.GREEN, "goodput")
     over = [(x, y) for x, y, p in zip(xs, achieved, points, strict=True) if p["saturated"]]
     panel.dots(over, plots.RED)
     if knee is not None:
         k = next((p for p in points if p["label"] == knee["label"]), None)
         if k is not None:
             _vline(panel, _x(k, xkey), "knee", plots.GREEN)
-    return panel.svg() + "<p><small>red dots: saturated points (achieved falls behind the load)</small></p>"
+    note = "goodput: requests meeting every per-request SLO; red dots: saturated points (behind the load)"
+    return panel.svg() + f"<p><small>{note}</small></p>"
 
 
 def _n(x: Any, fmt: str = ".3g") -> str:

@@ -320,6 +320,7 @@ def make_point(load: PointLoad, doc: Mapping[str, Any] | None, code: int, folder
     duration = float(doc.get("duration_s") or 0.0)
     by_class = errors.get("by_class") or {}
     valid = bool(doc) and code not in (ExitCode.USAGE, ExitCode.INVALID_RUN)
+    tp = doc.get("throughput") or {}
     e2e = ((doc.get("metrics") or {}).get("e2e") or {}).get("p50") or 0.0
     achieved = completion_rate(records, duration, e2e / 1000) if records else None
     if achieved is None:
@@ -344,7 +345,13 @@ def make_point(load: PointLoad, doc: Mapping[str, Any] | None, code: int, folder
             m: (doc.get("metrics") or {}).get(m) for m in _METRICS if (doc.get("metrics") or {}).get(m)
         },
         "requests": req,
-        "throughput": doc.get("throughput") or {},
+        # what the planner reads as the point's completed rate: completions inside the window (the
+        # run's own figure counts every request sent in it, drained to its end, so it follows the load)
+        "throughput": {
+            **tp,
+            "requests_per_s": achieved,
+            "requests_per_s_sent_in_window": tp.get("requests_per_s"),
+        },
         "errors": {k: v for k, v in errors.items() if k != "examples"},
         "goodput": doc.get("goodput") or {},
         "gates": doc.get("gates") or [],

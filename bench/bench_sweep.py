@@ -115,7 +115,8 @@ def accuracy(tmp: Path, point: str) -> None:
         f"\n(b) planner vs computed truth: --sweep rate=auto, --duration {point} per point, Poisson arrivals"
     )
     print(f"  {'profile':<22}{'workload':<9}{'SLO':<18}{'truth':>7}{'plan':>7}{'error':>8}"
-          f"{'matched':>8}{'error':>8}{'range':>16}{'max tp':>8}{'truth':>7}{'points':>7}{'wall':>6}")  # fmt: skip
+          f"{'matched':>8}{'error':>8}{'range':>16}{'max tp':>8}{'truth':>7}"
+          f"{'points':>7}{'wall':>6}")  # fmt: skip
     for profile in PROFILES:
         for name, (prompt, answer) in WORKLOADS.items():
             engine = deployment(profile, max_seqs=4, speed=2)
@@ -151,7 +152,8 @@ def accuracy(tmp: Path, point: str) -> None:
             span = f"{low:.2f}-{high:.2f}" if high else f"{low:.2f}-?"
             print(f"  {profile:<22}{name:<9}{slo:<18}{truth:7.2f}{est:7.2f}{(est - truth) / truth:+8.1%}"
                   f"{matched:8.2f}{(est - matched) / matched:+8.1%}{span:>16}"
-                  f"{plan['max_throughput_rps']:8.2f}{max_throughput(engine, work):7.2f}{npts:7d}{wall:6.0f}")  # fmt: skip
+                  f"{plan['max_throughput_rps']:8.2f}{max_throughput(engine, work):7.2f}"
+                  f"{npts:7d}{wall:6.0f}")  # fmt: skip
 
 
 def default_wall(tmp: Path) -> None:

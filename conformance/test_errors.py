@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 from eyechart.conform.checks import check, expect, expect_schema, fail, skip
 from eyechart.conform.session import Session, expect_refusal, json_of
 from eyechart.images import fixtures
+from eyechart.invariants.errors import TRACE_PATTERNS
 
 # case -> (what it is, the body, the statuses the contract names)
 Body = Callable[[Session], Any]
@@ -58,19 +58,6 @@ CASES: dict[str, tuple[str, Body, tuple[int, ...]]] = {
     ),
     "body_not_object": ("a JSON body that is not an object", lambda a: ["not", "a", "request"], (400,)),
 }
-
-_TRACE_PATTERNS = [
-    re.compile(p)
-    for p in (
-        r"Traceback \(most recent call last\)",
-        r'File "[^"]+", line \d+',
-        r"\bat [\w$.]+\([\w$]+\.(java|kt|scala):\d+\)",
-        r"(?:^|[\s'\"(])(?:/home|/usr|/opt|/srv|/var|/app|/root|/tmp)/\S+\.(?:py|js|ts|go|rs|java|rb|cpp|h)\b",
-        r"[A-Za-z]:\\\\?\S+\.(?:py|js|cs|java)\b",
-        r"\bgoroutine \d+ \[",
-        r"\bpanicked at\b",
-    )
-]
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +156,7 @@ def test_code_string(api: Session, mistakes: dict[str, Any]) -> None:
 def test_no_internals(api: Session, mistakes: dict[str, Any]) -> None:
     for _case, ex in _all(api, mistakes):
         text = (ex.body or b"")[:65536].decode("utf-8", "replace")
-        for pattern in _TRACE_PATTERNS:
+        for pattern in TRACE_PATTERNS:
             found = pattern.search(text)
             if found:
                 fail(

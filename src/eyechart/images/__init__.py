@@ -14,9 +14,9 @@ from eyechart.images.fixtures import (
     exact_size_image,
     get,
     names,
-    sniff_format,
     synthetic,
 )
+from eyechart.images.formats import sniff_format
 from eyechart.images.server import FixtureServer, FixtureServerError
 
 __all__ = [

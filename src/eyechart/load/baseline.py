@@ -65,7 +65,7 @@ class BaselineRun:
 
 
 def write_histograms(
-    path: Path, hists: Mapping[str, Histogram], throughput_series: Sequence[Mapping]
+    path: Path, hists: Mapping[str, Histogram], throughput_series: Sequence[Mapping[str, float]]
 ) -> None:
     doc = {
         "version": 1,

@@ -69,7 +69,8 @@ class Slo:
 
     def observe(self, summary: Mapping[str, Any]) -> float | None:
         if self.stat:
-            return summary["metrics"][self.metric].get(self.stat)
+            value = summary["metrics"][self.metric].get(self.stat)
+            return None if value is None else float(value)
         if self.metric == "error_rate":
             return float(summary["errors"]["rate"])
         if self.metric == "goodput":

@@ -341,10 +341,11 @@ class LoadStats:
         given = (run_info or {}).get("measure_duration_s")
         if given:
             return float(given)
-        m = self.measure
-        if m["start_ns"] is None or m["end_ns"] is None:
+        start: int | None = self.measure["start_ns"]
+        end: int | None = self.measure["end_ns"]
+        if start is None or end is None:
             return 0.0
-        return max(0.0, (m["end_ns"] - m["start_ns"]) / 1e9)
+        return max(0.0, (end - start) / 1e9)
 
     def metric_summary(self, name: str) -> dict[str, Any]:
         h = self.hists[name]

@@ -189,7 +189,7 @@ class Fetcher:
             "GET", request_url, headers={"Host": name + port}, extensions=extensions
         ) as response:
             if response.status_code in _REDIRECTS:
-                location = response.headers.get("location")
+                location: str | None = response.headers.get("location")
                 if not location:
                     raise _rejected(
                         f"the image URL answered HTTP {response.status_code} without a Location",

@@ -173,11 +173,11 @@ class StreamAnalysis:
     @property
     def usage(self) -> dict[str, Any] | None:
         """Usage from the usage chunk, else the last non-null usage any chunk carried."""
-        if self.usage_chunk is not None:
-            return self.usage_chunk.get("usage")
-        for chunk in reversed(self.chunks):
-            if isinstance(chunk.get("usage"), dict):
-                return chunk["usage"]
+        chunks = [self.usage_chunk] if self.usage_chunk is not None else reversed(self.chunks)
+        for chunk in chunks:
+            usage = chunk.get("usage")
+            if isinstance(usage, dict):
+                return usage
         return None
 
     @property

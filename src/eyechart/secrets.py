@@ -7,11 +7,14 @@ they hold a secret. Every module that writes something a user reads asks here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
 KEY_PLACEHOLDER = "$EYECHART_API_KEY"
-SECRET_WORDS = ("key", "secret", "password", "authorization", "bearer")
+SECRET_WORDS = ("key", "secret", "password", "authorization", "bearer")  # anywhere: apikey, X-Api-Key
+# Only as a whole part of the name: X-Auth-Token and session_cookie are secrets, max_tokens and author not.
+SECRET_PARTS = frozenset({"token", "auth", "cookie", "credential", "credentials"})
 
 
 def scrub_text(text: str, secret: str | None) -> str:
@@ -41,6 +44,7 @@ def scrub(value: Any, secrets: Iterable[str | None]) -> Any:
 
 
 def is_secret_name(name: str) -> bool:
-    """True for a field name that announces a secret (``api_key``, ``Authorization``...)."""
+    """True for a field or header name that announces a secret (``api_key``, ``Authorization``,
+    ``X-Auth-Token``...): its value is masked or dropped wherever eyechart writes it."""
     low = name.lower()
-    return any(w in low for w in SECRET_WORDS)
+    return any(w in low for w in SECRET_WORDS) or not SECRET_PARTS.isdisjoint(re.split(r"[^a-z0-9]+", low))

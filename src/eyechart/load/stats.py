@@ -20,13 +20,13 @@ from typing import Any
 from eyechart.load.histograms import ERROR_BOUND, Histogram
 from eyechart.load.metrics import COUNT_METRICS, LATENCY_METRICS, METRICS, RUN_METRICS, completion_tokens
 from eyechart.load.records import RequestRecord
+from eyechart.secrets import is_secret_name
 
 ERROR_CLASSES = ("connect", "timeout", "4xx", "429", "5xx", "disconnect", "malformed", "no_done")
 PER_REQUEST_SLO_METRICS = ("ttft", "ttft_sched", "e2e", "tpot", "itl")  # itl: the request's largest gap
 PERCENTILES = (50.0, 90.0, 95.0, 99.0)
 SUMMARY_SCHEMA_ID = "eyechart/load-summary/2"  # 2: requests offered/sent/completed/failed/incomplete
 CENSORED_METRICS = ("ttft", "e2e")
-_SECRET_WORDS = ("key", "secret", "password", "authorization", "bearer")
 _ERROR_EXAMPLES = 5
 _ERROR_TEXT_MAX = 300
 
@@ -405,7 +405,7 @@ class LoadStats:
         per_s = (lambda x: x / duration) if duration > 0 else (lambda x: 0.0)
         failed = sum(m["errors"].values())
         sent = m["requests"]
-        run = {k: v for k, v in run_info.items() if not any(w in k.lower() for w in _SECRET_WORDS)}
+        run = {k: v for k, v in run_info.items() if not is_secret_name(k)}
         return {
             "schema": SUMMARY_SCHEMA_ID,
             "run": run,

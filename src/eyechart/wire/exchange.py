@@ -49,6 +49,7 @@ import httpcore
 import httpx
 
 from eyechart.secrets import KEY_PLACEHOLDER as KEY_PLACEHOLDER  # re-exported: the reproducer's variable
+from eyechart.secrets import is_secret_name
 from eyechart.secrets import scrub_bytes as _scrub_bytes
 from eyechart.secrets import scrub_text as _scrub
 from eyechart.wire.sse import SSEReader, StreamAnalysis
@@ -156,7 +157,6 @@ def encode_body(body: Any) -> bytes:
         return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
-_AUTH_HEADERS = {"authorization", "api-key", "x-api-key"}
 _UNSET: Any = object()
 
 
@@ -167,7 +167,7 @@ def _redacted_headers(headers: dict[str, str] | None, secret: str | None = _UNSE
     shown: dict[str, str] = {}
     for name, value in (headers or {}).items():
         if secret is _UNSET:
-            if name.lower() in _AUTH_HEADERS:
+            if is_secret_name(name):
                 value = f"Bearer {KEY_PLACEHOLDER}" if name.lower() == "authorization" else KEY_PLACEHOLDER
         elif secret:
             value = _scrub(value, secret)

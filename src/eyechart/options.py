@@ -1,9 +1,10 @@
 """Command-line option groups several commands share, defined once so their names and help agree.
 
 ``eyechart conform`` and ``eyechart load`` both talk to a target (``--base-url``, ``--api-key``,
-``--model``), may serve fixture images (``--fixture-host``, ``--fixture-url``) and write run folders
-(``--report-dir``). The pytest plugin spells the same settings ``--eyechart-*``; both read
-``EYECHART_BASE_URL``, ``EYECHART_API_KEY`` and ``EYECHART_MODEL`` when the flag is not given.
+``--model``), maybe through a gateway (``--header``, ``--ca-bundle``, ``--insecure``), may serve fixture
+images (``--fixture-host``, ``--fixture-url``) and write run folders (``--report-dir``). The pytest plugin
+spells the same settings ``--eyechart-*``; both read ``EYECHART_BASE_URL``, ``EYECHART_API_KEY`` and
+``EYECHART_MODEL`` when the flag is not given.
 """
 
 from __future__ import annotations
@@ -83,8 +84,10 @@ def report_dir_problem(path: Path | str, flag: str = "--report-dir") -> str | No
 REQUEST_ID_HEADER = "X-Request-Id"
 
 
-def add_interop(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Talking to gateways and servers with their own rules: extra headers, TLS trust, request ids.
+def add_interop(parser: argparse.ArgumentParser, *, request_ids: bool = True) -> argparse._ArgumentGroup:
+    """Talking to gateways and servers with their own rules: extra headers, TLS trust, and (for a job
+    that tags its requests, ``request_ids``) the request id header. Both jobs read these the same way,
+    their preflight included (:mod:`eyechart.wire.discovery`).
 
     Proxies come from the usual environment variables (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``)."""
     g = parser.add_argument_group("interop")
@@ -97,6 +100,8 @@ def add_interop(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     )
     g.add_argument("--ca-bundle", metavar="FILE", help="trust these CA certificates for https targets")
     g.add_argument("--insecure", action="store_true", help="do not verify the https target's certificate")
+    if not request_ids:
+        return g
     ids = g.add_mutually_exclusive_group()
     ids.add_argument(
         "--request-id-header",

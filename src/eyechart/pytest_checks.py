@@ -23,7 +23,7 @@ from eyechart.conform.results import CheckResult
 from eyechart.conform.session import Session
 from eyechart.conform.spec import CheckSpec
 from eyechart.conform.state import state_of
-from eyechart.pytest_plugin import DEFAULT_MAX_TIME, DEFAULT_TIMEOUT, profile_for, setting
+from eyechart.pytest_plugin import DEFAULT_MAX_TIME, DEFAULT_TIMEOUT, headers_of, profile_for, setting
 from eyechart.report.conformance import finding_text, summary_lines, write_reports
 from eyechart.severity import Severity
 from eyechart.wire.discovery import TargetError
@@ -49,6 +49,9 @@ def open_session(config: pytest.Config) -> Iterator[Session]:
             timeout=setting(config, "request_timeout") or DEFAULT_TIMEOUT,
             body_dir=st.report_dir / "bodies" if st.report_dir is not None else None,
             max_time=_max_time(config),
+            headers=headers_of(config),
+            ca_bundle=setting(config, "ca_bundle"),
+            insecure=setting(config, "insecure"),
         )
     except TargetError as exc:
         st.abort_reason = str(exc)

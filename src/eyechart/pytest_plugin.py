@@ -30,7 +30,9 @@ import pytest
 
 from eyechart.conform.spec import MARK, CheckSpec
 from eyechart.conform.state import STATE, ConformState, state_of
+from eyechart.options import parse_headers
 from eyechart.profiles import Profile, ProfileError, load_profile, parse_override
+from eyechart.secrets import is_secret_name
 from eyechart.severity import Severity
 
 if TYPE_CHECKING:  # the session pulls in httpx and the image server: only once a suite uses it
@@ -76,6 +78,11 @@ SETTINGS = (
     Setting("strict", "SHOULD findings fail the run too", "bool"),
     Setting("fixture_host", "bind address of the fixture image server (default 127.0.0.1)", "str", "HOST"),
     Setting("fixture_url", "the fixture server's base URL as the target reaches it", "str", "URL"),
+    Setting(
+        "header", "an extra request header, repeatable (env: ';'-separated)", "list", "NAME:VALUE", ini=False
+    ),
+    Setting("ca_bundle", "trust these CA certificates for an https target", "str", "FILE"),
+    Setting("insecure", "do not verify the https target's certificate", "bool"),
     Setting("request_timeout", _TIMEOUT_HELP, "float", "SECONDS"),
     Setting(
         "max_time",
@@ -131,6 +138,14 @@ def setting(config: pytest.Config, name: str) -> Any:
     return value or None
 
 
+def headers_of(config: pytest.Config) -> dict[str, str]:
+    """``--eyechart-header`` values as headers (a malformed one is a usage error)."""
+    try:
+        return parse_headers(setting(config, "header"))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc).replace("--header", "--eyechart-header")) from None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{MARK}(spec): an eyechart conformance check (use eyechart.conform.checks.check)"
@@ -168,7 +183,8 @@ def pytest_collection_modifyitems(
     st.strict = setting(config, "strict")
     st.only, st.skip = _patterns(setting(config, "only")), _patterns(setting(config, "skip"))
     st.base_url, st.model = setting(config, "base_url") or "", setting(config, "model") or ""
-    st.secrets = [k for k in [setting(config, "api_key")] if k]
+    secret_headers = [v for k, v in headers_of(config).items() if is_secret_name(k)]  # api-key: a key too
+    st.secrets = [k for k in [setting(config, "api_key"), *secret_headers] if k]
     profile = profile_for(config)
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []

@@ -13,6 +13,7 @@ examples:
   eyechart conform --suite my_checks/                          # the bundled checks plus your own
   eyechart conform --list                                      # every check id, severity and clause
   eyechart conform --base-url http://10.0.0.7:8000/v1 --fixture-host 0.0.0.0 --fixture-url http://10.0.0.5:8900
+  eyechart conform --base-url https://gateway.internal/v1 --header 'api-key: ...' --ca-bundle corp-ca.pem
 
 Severity: MUST findings fail the run (exit 1); SHOULD findings are warnings unless --strict; INFO is
 recorded only. Reports go to <report-dir>/<timestamp>-conform/: conformance.json, junit.xml,
@@ -96,6 +97,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print every check id with its severity (for --profile) and clause, then exit",
     )
+    options.add_interop(parser, request_ids=False)
     options.add_fixture_server(parser)
     options.add_report_dir(parser, "conform")
 
@@ -117,6 +119,12 @@ def _short(value: object) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    console = Console()
+    try:
+        headers = options.parse_headers(args.header)
+    except ValueError as exc:
+        console.print(f"[bold red]eyechart conform:[/] {exc}", highlight=False, soft_wrap=True)
+        return int(ExitCode.USAGE)
     opts = ConformOptions(
         base_url=args.base_url,
         api_key=options.api_key(args),
@@ -132,8 +140,10 @@ def run(args: argparse.Namespace) -> int:
         extra_suites=list(args.suite),
         max_time=args.max_time,
         request_timeout=args.request_timeout,
+        headers=headers,
+        ca_bundle=args.ca_bundle,
+        insecure=bool(args.insecure),
     )
-    console = Console()
     if args.list:
         return _list(opts, console)
     outcome = run_conformance(opts, console)

@@ -66,6 +66,9 @@ class ConformOptions:
     progress: bool = True
     max_time: float | None = None  # seconds for the whole run (None: the plugin's default, 0: none)
     request_timeout: float | None = None  # seconds for one request (None: the plugin's default)
+    headers: dict[str, str] = field(default_factory=dict)  # --header: sent with every request
+    ca_bundle: str | None = None
+    insecure: bool = False
 
 
 @dataclass
@@ -217,12 +220,15 @@ def pytest_args(opts: ConformOptions, run_dir: Path | None) -> list[str]:
         ("--eyechart-profile", opts.profile),
         ("--eyechart-fixture-host", opts.fixture_host),
         ("--eyechart-fixture-url", opts.fixture_url),
+        ("--eyechart-ca-bundle", opts.ca_bundle),
         ("--eyechart-report-dir", str(run_dir) if run_dir else None),
     ):
         if value:
             args += [flag, value]
     for o in opts.overrides:
         args += ["--eyechart-set", o]
+    for name, value in opts.headers.items():
+        args += ["--eyechart-header", f"{name}:{value}"]
     for p in opts.only:
         args += ["--eyechart-only", p]
     for p in opts.skip:
@@ -233,6 +239,8 @@ def pytest_args(opts: ConformOptions, run_dir: Path | None) -> list[str]:
         args += ["--eyechart-max-time", f"{opts.max_time:g}"]
     if opts.strict:
         args.append("--eyechart-strict")
+    if opts.insecure:
+        args.append("--eyechart-insecure")
     return args
 
 
@@ -259,7 +267,14 @@ def preflight(opts: ConformOptions) -> str | None:
     if opts.base_url:
         try:
             url = normalise_base_url(opts.base_url, profile)
-            resolve_model(url, opts.api_key, opts.model)
+            resolve_model(
+                url,
+                opts.api_key,
+                opts.model,
+                headers=opts.headers,
+                ca_bundle=opts.ca_bundle,
+                insecure=opts.insecure,
+            )
         except TargetError as exc:
             return str(exc)
     return None

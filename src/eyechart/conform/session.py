@@ -86,9 +86,13 @@ class Session:
         target: RunningTarget | None = None,
         body_dir: Path | None = None,
         max_time: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        ca_bundle: str | None = None,
+        insecure: bool = False,
     ) -> None:
         self.base_url = base_url
         self.api_key = api_key
+        self.headers = dict(headers or {})  # --header: on every request, under a check's own headers
         self.model = model
         self.profile = profile
         self.timeout = timeout
@@ -101,6 +105,8 @@ class Session:
             timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
             follow_redirects=False,
             limits=httpx.Limits(max_connections=8),
+            ca_bundle=ca_bundle,
+            insecure=insecure,
         )
         self.body_dir = body_dir  # where a finding's big request bodies go (None: reproducers abbreviate)
         self.check_id: str | None = None
@@ -129,8 +135,12 @@ class Session:
         timeout: float = DEFAULT_TIMEOUT,
         body_dir: Path | None = None,
         max_time: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        ca_bundle: str | None = None,
+        insecure: bool = False,
     ) -> Session:
-        """Connect to ``base_url`` (or start the embedded target) and settle the model under test."""
+        """Connect to ``base_url`` (or start the embedded target) and settle the model under test;
+        ``headers``, ``ca_bundle`` and ``insecure`` are ``--header``, ``--ca-bundle``, ``--insecure``."""
         target = None
         if base_url is None:
             try:
@@ -141,7 +151,9 @@ class Session:
             api_key = api_key or target.api_key or DEFAULT_API_KEY
         try:
             url = normalise_base_url(base_url, profile)
-            chosen = resolve_model(url, api_key, model)
+            chosen = resolve_model(
+                url, api_key, model, headers=headers, ca_bundle=ca_bundle, insecure=insecure
+            )
         except BaseException:
             if target is not None:
                 target.stop()
@@ -157,6 +169,9 @@ class Session:
             target=target,
             body_dir=body_dir,
             max_time=max_time,
+            headers=headers,
+            ca_bundle=ca_bundle,
+            insecure=insecure,
         )
 
     def close(self) -> None:
@@ -286,6 +301,12 @@ class Session:
 
     # ------------------------------------------------------------------ requests
 
+    def _headers(self, own: Mapping[str, str] | None) -> dict[str, str]:
+        """The session's ``--header`` values with a check's own headers on top (names compared as HTTP
+        does, case-insensitively: a check that sets a header replaces the user's)."""
+        mine = {name.lower() for name in own or {}}
+        return {**{k: v for k, v in self.headers.items() if k.lower() not in mine}, **(own or {})}
+
     def _key(self, auth: bool | str) -> str | None:
         return self.api_key if auth is True else auth if isinstance(auth, str) else None
 
@@ -314,7 +335,7 @@ class Session:
             url,
             api_key=self._key(auth),
             json_body=json,
-            headers=dict(headers or {}),
+            headers=self._headers(headers),
             timeout=self._bounded(timeout),
             secret=self.api_key,
         )
@@ -383,7 +404,7 @@ class Session:
             url,
             api_key=self._key(auth),
             json_body=body,
-            headers=dict(headers or {}),
+            headers=self._headers(headers),
             timeout=self._bounded(timeout),
             total_timeout=self._bounded(stream_timeout or max(self._stream_timeout, timeout or 0.0)),
             secret=self.api_key,
@@ -427,6 +448,7 @@ class Session:
             self.base_url + "/chat/completions",
             api_key=self.api_key,
             json_body=body,
+            headers=self.headers,
             timeout=min(PROBE_TIMEOUT, self.timeout),
             max_body_bytes=PROBE_MAX_BYTES,
             secret=self.api_key,

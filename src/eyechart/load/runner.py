@@ -215,7 +215,14 @@ def execute(plan: RunPlan, write_sweep: SweepWriter | None = None) -> int:
                 raise RunError(f"cannot start the embedded target: {exc}") from None
             base_url = target.base_url
         try:  # the bounded probe: proves the target answers, and finds the model if none was given
-            model = resolve_model(base_url, api_key or None, plan.model)
+            model = resolve_model(
+                base_url,
+                api_key or None,
+                plan.model,
+                headers=plan.headers,
+                ca_bundle=plan.ca_bundle,
+                insecure=plan.insecure,
+            )
         except TargetError as exc:
             raise RunError(str(exc)) from None
         run_dir = new_run_dir(plan.report_dir, "load")

@@ -40,6 +40,7 @@ import contextvars
 import hashlib
 import json
 import shlex
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,8 +340,15 @@ def install_deadlines(client: httpx.Client) -> bool:
     return True
 
 
-def bounded_client(**kwargs: Any) -> httpx.Client:
-    """An ``httpx.Client`` (same keyword arguments) whose requests through ``send`` obey wall-clock limits."""
+def bounded_client(*, ca_bundle: str | None = None, insecure: bool = False, **kwargs: Any) -> httpx.Client:
+    """An ``httpx.Client`` (same keyword arguments) whose requests through ``send`` obey wall-clock limits.
+
+    ``ca_bundle``/``insecure`` are ``--ca-bundle``/``--insecure``, read here for every job's client: trust
+    these CA certificates too, or verify nothing. A bundle that cannot be read raises ``OSError``."""
+    if insecure:
+        kwargs["verify"] = False
+    elif ca_bundle:
+        kwargs["verify"] = ssl.create_default_context(cafile=ca_bundle)
     client = httpx.Client(**kwargs)
     install_deadlines(client)
     return client

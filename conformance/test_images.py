@@ -19,7 +19,7 @@ import pytest
 
 from eyechart.conform.checks import check, expect, fail, skip
 from eyechart.conform.session import Session, expect_refusal, json_of, prompt_tokens
-from eyechart.images import fixtures
+from eyechart.images import MUST_MODES, SHOULD_MODES, fixtures
 from eyechart.pytest_plugin import profile_for
 
 PROMPT = "Describe this image in one sentence."
@@ -39,18 +39,6 @@ FORMAT_FIXTURES = {
     "html": "html",
     "text": "text",
 }
-MUST_MODES = (
-    "jpeg-rgb",
-    "jpeg-gray",
-    "png-palette",
-    "png-rgba",
-    "webp-lossy",
-    "webp-lossless",
-    "jpeg-exif-rotated",
-    "size-1x1",
-    "size-27x300",
-)
-SHOULD_MODES = ("jpeg-cmyk", "png-16bit", "jpeg-progressive")
 
 
 def _known_formats() -> list[str]:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 from PIL import Image
 
+from eyechart.images import MUST_MODES, SHOULD_MODES
 from faulty_targets.images import (
     BOMB_SIDE,
     data_uri_parts,
@@ -1083,17 +1084,6 @@ SETUPS: dict[str, Setup] = {
 # ---------------------------------------------------------------- the catalogue
 
 REFUSED_FORMATS = ("avif", "bmp", "gif", "html", "svg", "text", "tiff")
-MUST_MODES = (
-    "jpeg-rgb",
-    "jpeg-gray",
-    "png-palette",
-    "png-rgba",
-    "webp-lossy",
-    "webp-lossless",
-    "jpeg-exif-rotated",
-    "size-1x1",
-    "size-27x300",
-)
 CLIENT_MISTAKES = (
     "unknown_model",
     "empty_messages",
@@ -1715,9 +1705,7 @@ _CATALOGUE: list[Break] = [
         "anything but an upright 8-bit RGB baseline JPEG or PNG gives a 500",
         (
             *(f"images.mode.{m}" for m in MUST_MODES if m not in ("jpeg-rgb", "size-1x1", "size-27x300")),
-            "images.mode.jpeg-cmyk",
-            "images.mode.png-16bit",
-            "images.mode.jpeg-progressive",
+            *(f"images.mode.{m}" for m in SHOULD_MODES),
         ),
         request=_modes_500,
     ),

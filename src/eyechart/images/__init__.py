@@ -6,6 +6,8 @@
 
 from eyechart.images.fixtures import (
     KINDS,
+    MUST_MODES,
+    SHOULD_MODES,
     Fixture,
     UnknownFixtureError,
     cache_dir,
@@ -21,6 +23,8 @@ from eyechart.images.server import FixtureServer, FixtureServerError
 
 __all__ = [
     "KINDS",
+    "MUST_MODES",
+    "SHOULD_MODES",
     "Fixture",
     "FixtureServer",
     "FixtureServerError",

@@ -45,6 +45,20 @@ RECIPES_VERSION = 1
 CACHE_ENV = "EYECHART_CACHE_DIR"
 
 KINDS = ("accepted", "refused", "format", "colour", "document", "size", "large", "security")
+# The image modes of CONTRACT.md (clause images.modes): every server MUST accept these fixtures and SHOULD
+# accept the others. The suite checks each one; the faulty targets that break them name the same lists.
+MUST_MODES = (
+    "jpeg-rgb",
+    "jpeg-gray",
+    "png-palette",
+    "png-rgba",
+    "webp-lossy",
+    "webp-lossless",
+    "jpeg-exif-rotated",
+    "size-1x1",
+    "size-27x300",
+)
+SHOULD_MODES = ("jpeg-cmyk", "png-16bit", "jpeg-progressive")
 
 MEDIA_TYPES = {
     "jpeg": "image/jpeg",

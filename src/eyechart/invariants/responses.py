@@ -26,6 +26,13 @@ def created_recent(j: Judged, created: object, pointer: str) -> Outcome:
     return None
 
 
+def media_type_is(j: Judged, expected: str, what: str) -> Outcome:
+    """Shared by responses and streams: the answer's Content-Type is ``expected``."""
+    if j.media_type != expected:
+        return Fault(f"{what} is not {expected}", expected=expected, got=j.media_type or "(no Content-Type)")
+    return None
+
+
 def schema_fault(name: str, j: Judged, instance: object) -> Fault | None:
     return problems_fault(name, schemacache.problems(name, instance, j.profile))
 
@@ -46,13 +53,7 @@ def problems_fault(name: str, found: list[SchemaProblem]) -> Fault | None:
 @invariant("response.content_type", kinds=["response"], severity="MUST", clause="response.content_type")
 def content_type(j: Judged) -> Outcome:
     """The answer is Content-Type: application/json."""
-    if j.media_type != "application/json":
-        return Fault(
-            "the response is not application/json",
-            expected="application/json",
-            got=j.media_type or "(no Content-Type)",
-        )
-    return None
+    return media_type_is(j, "application/json", "the response")
 
 
 @invariant("response.schema", kinds=["response"], severity="MUST", clause="response.shape")

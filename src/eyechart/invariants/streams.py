@@ -6,7 +6,7 @@ from __future__ import annotations
 from eyechart.invariants import schemacache, usage
 from eyechart.invariants.observed import Judged, StreamView
 from eyechart.invariants.registry import SKIP, Fault, Outcome, invariant
-from eyechart.invariants.responses import created_recent, problems_fault
+from eyechart.invariants.responses import created_recent, media_type_is, problems_fault
 from eyechart.wire import sse
 
 
@@ -24,13 +24,7 @@ def _codes(s: StreamView | None, *codes: str) -> Outcome:
 @invariant("stream.content_type", kinds=["stream"], severity="MUST", clause="stream.content_type")
 def content_type(j: Judged) -> Outcome:
     """A streamed answer is Content-Type: text/event-stream."""
-    if j.media_type != "text/event-stream":
-        return Fault(
-            "the stream is not text/event-stream",
-            expected="text/event-stream",
-            got=j.media_type or "(no Content-Type)",
-        )
-    return None
+    return media_type_is(j, "text/event-stream", "the stream")
 
 
 @invariant("stream.done_sentinel", kinds=["stream"], severity="MUST", clause="stream.done")

@@ -21,9 +21,22 @@ class Gpu:
     memory_bytes: float
     bandwidth: float  # peak memory bandwidth, bytes/s
     bf16_flops: float  # peak dense BF16 tensor FLOP/s (no sparsity)
-    max_batched_tokens: int  # vLLM's default chunked-prefill token budget per step on this GPU
-    max_seqs: int  # vLLM's default max_num_seqs on this GPU
     source: str
+
+    @property
+    def max_batched_tokens(self) -> int:
+        """vLLM's default chunked-prefill token budget per step on this GPU."""
+        return 8192 if self._large else 2048
+
+    @property
+    def max_seqs(self) -> int:
+        """vLLM's default ``max_num_seqs`` on this GPU."""
+        return 1024 if self._large else 256
+
+    @property
+    def _large(self) -> bool:
+        """vLLM's rule for its larger defaults: at least 70 GiB, and not an A100."""
+        return self.memory_bytes >= 70 * GiB and "A100" not in self.name
 
 
 GPUS: dict[str, Gpu] = {
@@ -35,8 +48,6 @@ GPUS: dict[str, Gpu] = {
             memory_bytes=80 * GiB,
             bandwidth=3.35e12,
             bf16_flops=989e12,
-            max_batched_tokens=8192,
-            max_seqs=1024,
             source="NVIDIA H100 Tensor Core GPU datasheet: 80 GB HBM3, 3.35 TB/s, BF16 989 TFLOPS dense "
             "(1,979 with sparsity)",
         ),
@@ -46,8 +57,6 @@ GPUS: dict[str, Gpu] = {
             memory_bytes=80 * GiB,
             bandwidth=2.039e12,
             bf16_flops=312e12,
-            max_batched_tokens=2048,
-            max_seqs=256,
             source="NVIDIA A100 Tensor Core GPU datasheet: 80 GB HBM2e, 2,039 GB/s, BF16 312 TFLOPS dense",
         ),
         Gpu(
@@ -56,8 +65,6 @@ GPUS: dict[str, Gpu] = {
             memory_bytes=24 * GiB,
             bandwidth=600e9,
             bf16_flops=125e12,
-            max_batched_tokens=2048,
-            max_seqs=256,
             source="NVIDIA A10 Tensor Core GPU datasheet: 24 GB GDDR6, 600 GB/s, BF16 125 TFLOPS dense",
         ),
     )

@@ -574,44 +574,41 @@ def no_chunks(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
     return Finding("no_chunks", "MUST", "the stream carried no chat.completion.chunk")
 
 
-def id_changed(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
-    if not seq.chunks:
-        return None
-    first = seq.chunks[0][1].get("id")
-    hits = [
-        (i, f"chunk id {c.get('id')!r} differs from the first {first!r}")
+def _changed(seq: ChunkSeq, name: str) -> list[tuple[int, str]]:
+    """The chunks whose ``name`` differs from the first chunk's: one stream has one id and one model."""
+    first = seq.chunks[0][1].get(name) if seq.chunks else None
+    return [
+        (i, f"chunk {name} {c.get(name)!r} differs from the first {first!r}")
         for i, c in seq.chunks
-        if c.get("id") != first
+        if c.get(name) != first
     ]
-    return _first("id_changed", "MUST", hits)
+
+
+def id_changed(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
+    return _first("id_changed", "MUST", _changed(seq, "id"))
 
 
 def model_changed(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
-    if not seq.chunks:
-        return None
-    first = seq.chunks[0][1].get("model")
-    hits = [
-        (i, f"chunk model {c.get('model')!r} differs from the first {first!r}")
-        for i, c in seq.chunks
-        if c.get("model") != first
-    ]
-    return _first("model_changed", "MUST", hits)
+    return _first("model_changed", "MUST", _changed(seq, "model"))
+
+
+def _stray_usage(seq: ChunkSeq, message: str) -> list[tuple[int, str]]:
+    """The chunks other than the usage-only chunk that carry a usage object."""
+    return [(i, message) for i, c in seq.chunks if c.get("usage") is not None and not _is_usage_chunk(c)]
 
 
 def usage_outside_usage_chunk(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
     if not include_usage:
         return None
     message = "usage is set in a chunk other than the final usage chunk (it must be absent or null)"
-    hits = [(i, message) for i, c in seq.chunks if c.get("usage") is not None and not _is_usage_chunk(c)]
-    return _first("usage_outside_usage_chunk", "MUST", hits)
+    return _first("usage_outside_usage_chunk", "MUST", _stray_usage(seq, message))
 
 
 def usage_in_content_chunk(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:
     if include_usage is not False:
         return None
     message = "usage in a content chunk without include_usage"
-    hits = [(i, message) for i, c in seq.chunks if c.get("usage") is not None and not _is_usage_chunk(c)]
-    return _first("usage_in_content_chunk", "INFO", hits)
+    return _first("usage_in_content_chunk", "INFO", _stray_usage(seq, message))
 
 
 def first_delta_no_role(seq: ChunkSeq, include_usage: bool | None) -> Finding | None:

@@ -8,7 +8,8 @@
     --max-seqs 4``, so this CPU is never the bottleneck), SLO e2e_<--stat> at 1.6x its low-load value;
     ``max_goodput_rps`` against ``eyechart.target.capacity.slo_rate`` over 2000 arrivals ("truth") and
     over the arrivals of one point ("matched": a short point starts empty and queues less).
-(c) the wall time of a default ``eyechart load --sweep rate=auto`` against the embedded target.
+(c) a default ``eyechart load --sweep rate=auto`` against the embedded target (its wall time), then
+    ``eyechart plan`` for four SLOs against the truth computed for the request mix the target served.
 
     PYTHONPATH=src .venv/bin/python bench/bench_sweep.py [--skip a,b,c] [--point 8s] [--stat p95]
 """
@@ -27,10 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eyechart.target.capacity import Slo, Workload, max_throughput, simulate, slo_rate
+from eyechart.target.capacity import Slo, Workload, max_throughput, simulate, slo_rate, workloads_of_trace
 from eyechart.target.deployment import deployment
 from eyechart.target.launch import start_target
 from eyechart.target.tokens import split_tokens
+from eyechart.target.trace import read_trace
 
 PY = sys.executable
 KEY = "sk-bench-sweep"
@@ -159,19 +161,50 @@ def accuracy(tmp: Path, point: str, stat: str) -> None:
                   f"{npts:7d}{wall:6.0f}")  # fmt: skip
 
 
+DEFAULT_SLOS = ("ttft_p50<=1s", "e2e_p50<=4s", "ttft_p95<=2s", "e2e_p95<=10s")
+
+
+def _limit(slo: str) -> Slo:
+    """``ttft_p95<=2s`` as the engine's ``Slo`` (seconds at the quantile)."""
+    metric, _, rest = slo.partition("_")
+    stat, _, value = rest.partition("<=")
+    seconds = float(value[:-2]) / 1000 if value.endswith("ms") else float(value.rstrip("s"))
+    return Slo(quantile=int(stat.lstrip("p")) / 100, **{f"{metric}_s": seconds})
+
+
 def default_wall(tmp: Path) -> None:
+    """The done-when of issue 9: the default sweep on the default workload, planned, against the truth
+    for the request mix the target actually served (read off its --trace)."""
     print(
-        "\n(c) a default `eyechart load --sweep rate=auto` (captioning-mixed, 20 s per point, embedded "
-        "target)"
+        "\n(c) a default `eyechart load --sweep rate=auto` (captioning-mixed, embedded target with its "
+        "default engine), then `eyechart plan`; truth = capacity.slo_rate on the served request mix"
     )
-    out = tmp / "default"
-    code, _text, wall = _run(["load", "--quiet", "--sweep", "rate=auto", "--report-dir", str(out)])
-    s = json.loads((_only_run(out) / "summary.json").read_text())["sweep"]
+    out, trace = tmp / "default", tmp / "default-trace.jsonl"
+    code, _text, wall = _run(
+        ["load", "--quiet", "--sweep", "rate=auto", f"--target-arg=--trace={trace}", "--report-dir", str(out)]
+    )
+    run = _only_run(out)
+    s = json.loads((run / "summary.json").read_text())["sweep"]
     knee = s["knee"]["label"] if s["knee"] else None
     print(f"  wall {wall:.0f} s, {len(s['points'])} points + the probe, max throughput "
-          f"{s['max_throughput_rps']:.1f} req/s, knee {knee}, exit {code}")  # fmt: skip
+          f"{s['max_throughput_rps']:.2f} req/s, knee {knee}, exit {code}")  # fmt: skip
     for n in s["notes"]:
         print(f"  note: {n}")
+    mix = workloads_of_trace(read_trace(trace))
+    engine = deployment("llama-3.2-11b-vision")
+    print(f"  served mix: {len(mix)} requests, mean {sum(w.image_tokens for w in mix) / len(mix):.0f} image "
+          f"tokens, {sum(w.output_tokens for w in mix) / len(mix):.0f} answer tokens; computed max "
+          f"throughput {max_throughput(engine, mix * 10):.2f} req/s")  # fmt: skip
+    print(f"  {'SLO':<16}{'truth':>7}{'plan':>7}{'error':>8}{'low-high':>13}  truth inside")
+    for slo in DEFAULT_SLOS:
+        _run(["plan", str(run), "--slo", slo, "--target-rps", "10"])
+        plan: dict[str, Any] = json.loads((run / "plan.json").read_text())
+        truth = slo_rate(engine, mix, _limit(slo))
+        est = plan["max_goodput_rps"] or 0.0
+        low, high = plan["max_goodput_rps_low"] or 0.0, plan["max_goodput_rps_high"]
+        inside = low <= truth <= (high if high is not None else float("inf"))
+        span = f"{low:.2f}-{high:.2f}" if high is not None else f"{low:.2f}-?"
+        print(f"  {slo:<16}{truth:7.2f}{est:7.2f}{(est - truth) / truth:+8.1%}{span:>13}  {inside}")
 
 
 def main() -> None:

@@ -54,7 +54,8 @@ def test_auto_sweep_finds_the_knee_and_the_plan_matches_the_engines_truth(tmp_pa
     slo = "e2e_p50<=300ms"
     r = _eyechart(
         "load", "--quiet", "--sweep", "rate=auto", "--workload", str(_workload(tmp_path)), *ENGINE,
-        "--duration", "3s", "--users", "16", "--min-requests", "10", "--max-loop-lag-ms", "100",
+        "--duration", "4s", "--warmup", "1s", "--users", "16", "--min-requests", "10",
+        "--max-loop-lag-ms", "100",
         "--slo", slo, "--report-dir", str(tmp_path / "reports"),
     )  # fmt: skip
     out = r.stdout + r.stderr
@@ -147,7 +148,8 @@ def test_listed_rates_obey_max_rate_and_max_requests(tmp_path: Path) -> None:
     r = _eyechart(
         "load", "--quiet", "--sweep", "rate=4,8,12,16,50", "--max-rate", "20", "--max-requests", "30",
         "--workload", str(_workload(tmp_path)), "--target-arg=--speed=20", "--duration", "2s",
-        "--min-requests", "3", "--max-loop-lag-ms", "100", "--report-dir", str(tmp_path / "reports"),
+        "--warmup", "1s", "--min-requests", "3", "--max-loop-lag-ms", "100",
+        "--report-dir", str(tmp_path / "reports"),
     )  # fmt: skip
     run = _run_dir(tmp_path / "reports")
     s = json.loads((run / "summary.json").read_text())["sweep"]
@@ -173,3 +175,61 @@ def test_ctrl_c_ends_the_sweep_with_a_partial_report(tmp_path: Path) -> None:
     s = json.loads((_run_dir(tmp_path / "reports") / "summary.json").read_text())["sweep"]
     assert [p["offered_rps"] for p in s["points"]] == [4], out.decode(errors="replace")
     assert any("interrupted" in n for n in s["notes"])
+
+
+def _record(sent_s: float, end_s: float | None, stage: str = "measure") -> dict[str, Any]:
+    return {"t_send": int(sent_s * 1e9), "t_sched": None, "stage": stage, "error_class": None,
+            "t_end": None if end_s is None else int(end_s * 1e9)}  # fmt: skip
+
+
+def test_a_closed_loop_probe_measures_what_the_target_completes_not_what_the_users_sent() -> None:
+    # 64 users send at once; the target (2 req/s) returns its first answer after 12 s, then one every
+    # 0.5 s, each finished user sending again at once: a 20 s window sees 64 + 16 sends but 16 completions
+    ends = [12 + 0.5 * k for k in range(60)]
+    records = [_record(0.0, e) for e in ends]
+    records += [_record(e, e + 32) for e in ends if e <= 20]
+    rate = sweep.completion_rate(records, 20.0, closed_loop=True)
+    assert rate == pytest.approx(2.0, rel=0.1)
+    # the run's own figure (requests sent in the window) would have said 4 req/s: twice the truth
+    assert sum(1 for r in records if r["t_send"] <= 20e9) / 20 == pytest.approx(4.0, rel=0.05)
+    # an open loop's pipeline is full after a typical end-to-end latency, not at its first answer
+    steady = [_record(0.5 * k, 0.5 * k + 3) for k in range(80)]
+    assert sweep.completion_rate(steady, 40.0, closed_loop=False) == pytest.approx(2.0, rel=0.1)
+
+
+def test_low_rate_points_measure_long_enough_to_pass_the_validity_gate() -> None:
+    s = sweep.Sweep(sweep.parse_sweep("rate=auto"), duration_s=30.0, point_samples=40)
+    loads = s._auto_loads(2.2)
+    assert loads[0].rate == pytest.approx(0.55) and loads[0].duration_s == pytest.approx(40 / 0.55)
+    assert all(p.duration_s is not None and p.duration_s * (p.rate or 0) >= 40 - 1e-9 for p in loads)
+    assert loads[-1].duration_s == 30.0  # fast points keep --duration
+    assert sweep.Sweep(sweep.parse_sweep("rate=1,2"), duration_s=None)._listed()[0].duration_s is None
+
+
+def test_auto_runs_every_point_below_the_probed_maximum_and_trusts_a_higher_load_that_kept_up(
+    tmp_path: Path,
+) -> None:
+    # a target that sustains 10 req/s, whose 5 req/s point falls short by chance (bursty completions)
+    def completed(rate: float) -> float:
+        return 3.5 if rate == 5 else min(rate, 10.0) if rate <= 10 else 7.0
+
+    ran: list[float | None] = []
+
+    def run_point(load: sweep.PointLoad, folder: Path, prefix: str) -> int:
+        ran.append(load.rate)
+        rate = load.rate or 10.0
+        done = 10.0 if load.probe else completed(rate)
+        folder.mkdir(parents=True)
+        doc = {"requests": {"total": 100, "sent": 100}, "duration_s": 100 / rate,
+               "throughput": {"requests_per_s": done}, "metrics": {"e2e": {"p50": 100.0}}}  # fmt: skip
+        (folder / "summary.json").write_text(json.dumps(doc))
+        return 0
+
+    s = sweep.Sweep(sweep.parse_sweep("rate=auto"), duration_s=None)
+    s.run(tmp_path, run_point)
+    offered = [p["offered_rps"] for p in s.points]
+    assert s.max_throughput_rps == 10.0 and offered == [2.5, 5, 7, 8, 8.7, 9.3, 10, 11.5], s.notes
+    assert any("stopped after rate-11.5" in n for n in s.notes)  # over the maximum, clearly short: stop
+    saturated = [p["offered_rps"] for p in s.points if p["saturated"]]
+    assert saturated == [11.5]  # 5 fell short, but 7 and more kept up at higher rates
+    assert s.document()["probe_throughput_rps"] == 10.0

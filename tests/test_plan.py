@@ -271,3 +271,19 @@ def test_throughput_floors_do_not_limit_the_rate() -> None:
     assert plan["limiting_slo"] == "ttft_p95<=1s"
     assert [s["slo"] for s in plan["slos"]] == ["ttft_p95<=1s"]
     assert any("requests_per_s>=5 is ignored" in n for n in plan["notes"])
+
+
+def test_max_throughput_counts_the_auto_probe_and_a_sweep_plan_says_how_to_confirm_it() -> None:
+    summary = mm1_sweep([1, 2, 3, 4, 5, 6])  # open-loop points that never reached the maximum
+    summary["sweep"]["probe_throughput_rps"] = 9.7  # rate=auto's closed loop saturated the target
+    summary["run"] = {"base_url": "http://gpu-box:8000/v1", "workload": "ocr-documents"}
+    plan = plan_of(summary, "ttft_p95<=1s", headroom=0.2)
+    assert plan["max_throughput_rps"] == pytest.approx(9.7)
+    rate = plan["max_goodput_rps"] * 0.8
+    cmd = plan["confirm_command"]
+    assert cmd.startswith("eyechart load --base-url http://gpu-box:8000/v1 --workload ocr-documents")
+    assert f"--rate {rate:.3g} " in cmd and '--slo "ttft_p95<=1s"' in cmd
+    assert any(cmd in n for n in plan["notes"])
+    summary["run"]["embedded"] = True  # the target eyechart started itself has no address to give
+    assert "--base-url" not in plan_of(summary, "ttft_p95<=1s")["confirm_command"]
+    assert plan_of(mm1_point(3.0), "ttft_p95<=1s")["confirm_command"] is None  # one run: nothing to confirm

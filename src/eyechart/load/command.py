@@ -101,8 +101,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     w.add_argument(
         "--warmup",
         metavar="TIME",
-        default="0s",
-        help="time before the measured window, not in the stats (default: 0s)",
+        help="time before the measured window, not in the stats (default: 0s; 10s per sweep point, "
+        "which starts from an idle target)",
     )
     w.add_argument(
         "--cooldown",
@@ -144,7 +144,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--sweep",
         metavar="SPEC",
-        help="rate=auto, rate=1,2,4,8 or users=1,2,4,8 (--duration per point, default 20s)",
+        help="rate=auto, rate=1,2,4,8 or users=1,2,4,8 (--duration per point, default 30s, longer at low "
+        "rates so that each point offers twice --min-requests)",
     )
     s.add_argument(
         "--max-rate",

@@ -258,13 +258,21 @@ def _run_sweep(
 ) -> int:
     """Each point is a whole Locust run in its own sub-folder; the sweep's summary goes on top."""
     assert plan.sweep is not None
-    sweep = sweeps.Sweep(plan.sweep, plan.caps, probe_users=plan.load.users or sweeps.PROBE_USERS)
+    sweep = sweeps.Sweep(
+        plan.sweep,
+        plan.caps,
+        probe_users=plan.load.users or sweeps.PROBE_USERS,
+        duration_s=plan.duration_s,
+        point_samples=2 * plan.min_requests,
+    )
 
     def run_point(load: sweeps.PointLoad, folder: Path, prefix: str) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         model_ = replace(plan.load, users=load.users, rate=load.rate)
         limits = [n for n in (plan.requests, load.requests) if n is not None]
         p = replace(plan, load=model_, requests=min(limits) if limits else None)
+        if load.duration_s is not None:
+            p = replace(p, duration_s=load.duration_s)
         if load.requests is not None and p.duration_s is None:
             p = replace(p, duration_s=60.0)
         return _run_locust(
@@ -279,7 +287,15 @@ def _run_sweep(
 
     sweep.run(run_dir, run_point)
     summary = sweeps.sweep_summary(
-        sweep, run_dir, {"base_url": base_url, "model": model, "workload": plan.workload, "slo": plan.slo}
+        sweep,
+        run_dir,
+        {
+            "base_url": base_url,
+            "embedded": plan.base_url is None,  # the target eyechart started itself
+            "model": model,
+            "workload": plan.workload,
+            "slo": plan.slo,
+        },
     )
     if write_sweep is not None:
         write_sweep(run_dir, summary)
@@ -556,7 +572,15 @@ def plan_from_args(args: Any) -> RunPlan:
     requests = args.requests
     if requests is not None and requests < 1:
         raise RunError("--requests must be at least 1")
-    duration = None if requests else parse_duration(args.duration or ("20s" if spec else "60s"))
+    if requests:
+        duration = None
+    elif spec and not args.duration:
+        duration = sweeps.POINT_DURATION_S
+    else:
+        duration = parse_duration(args.duration or "60s")
+    warmup_s = parse_duration(args.warmup) if args.warmup and args.warmup not in ("0", "0s") else 0.0
+    if spec and args.warmup is None:
+        warmup_s = sweeps.POINT_WARMUP_S  # each point starts from an idle target
     if args.processes < 1:
         raise RunError("--processes must be at least 1")
     for flag in ("max_rate", "max_requests", "max_tokens_total"):
@@ -578,7 +602,7 @@ def plan_from_args(args: Any) -> RunPlan:
         load=load,
         duration_s=duration,
         requests=requests,
-        warmup_s=parse_duration(args.warmup) if args.warmup not in ("0", "0s") else 0.0,
+        warmup_s=warmup_s,
         cooldown_s=parse_duration(args.cooldown) if args.cooldown not in ("0", "0s") else 0.0,
         slo=args.slo or "",
         baseline=args.baseline or "",

@@ -10,6 +10,11 @@ the sweep's own ``summary.json`` (``sweep.points[]`` + ``sweep.knee``), which ``
 throughput the target sustains; then open-loop points from a quarter of it to just past it, denser near
 it, where the knee and SLO limits lie. With ``--max-rate`` the probe is an open-loop point at that rate
 instead, so a production target never sees more than the cap.
+
+Every point starts from an idle target, so each has a warmup (default 10 s) in which its queue fills
+before the measured window, and a measured window long enough to offer twice the requests the
+validity gate needs (``--min-requests``, default 20): a low-rate point with a dozen samples says
+nothing about a p95 and fails that gate.
 """
 
 from __future__ import annotations
@@ -26,25 +31,32 @@ from eyechart.load.recordfile import read_records
 
 Mode = Literal["rate", "users"]
 
-AUTO_FRACTIONS = (0.25, 0.5, 0.7, 0.8, 0.87, 0.93, 1.0, 1.1, 1.3)
+AUTO_FRACTIONS = (0.25, 0.5, 0.7, 0.8, 0.87, 0.93, 1.0, 1.15, 1.4)
 """``rate=auto``: open-loop points as shares of the measured maximum throughput, denser near it."""
-KEEPS_UP = 0.9  # a point keeps up when it completes at least this share of what it sent (or offered)
+KEEPS_UP = 0.95  # a point keeps up when it completes this share of what it sent (or offered), in-flight aside
 PLATEAU = (
     1.5  # latency has left its low-load plateau when e2e p50 exceeds this multiple of the lowest point's
 )
 CLEARLY_OVER = 0.8  # a point completing under this share of its offered load is clearly over-saturated
 EXPLODED = 3.0  # with not keeping up: latency this many times the lowest point's is clearly past it
 PROBE_USERS = 64  # rate=auto's closed-loop probe, unless --users says otherwise
+POINT_SAMPLES = 40  # a rate point's measured window offers at least this many requests (2x --min-requests)
+POINT_DURATION_S = 30.0  # a point's measured window unless --duration says otherwise
+POINT_WARMUP_S = 10.0  # a point's warmup unless --warmup says otherwise
 
 KNEE_DEFINITION = (
     f"The knee is the highest-load valid point, below the first saturated one, that keeps up (completes at "
-    f"least {KEEPS_UP:.0%} of the requests it sent per second; for a users sweep: its throughput still "
+    f"least {KEEPS_UP:.0%} of the requests it sent per second, counting as done the requests a stable "
+    f"target still has in flight at the window's end, sent x the lowest point's e2e p50 by Little's law; "
+    f"for a users sweep: its throughput still "
     f"grows with users) and whose e2e p50 has not left its low-load plateau (at most {PLATEAU:g}x the "
-    f"lowest point's). A point is saturated when it does not keep up. Points past the knee are expected to "
+    f"lowest point's). A point is saturated when it does not keep up and no higher load kept up at a "
+    f"higher completion rate. Points past the knee are expected to "
     f"breach SLOs: they bound the maximum from above and do not fail the run. rate=auto measures the "
     f"maximum throughput with a closed-loop point first, then offers "
     f"{', '.join(f'{f:g}' for f in AUTO_FRACTIONS)} of it, and stops early once a point is clearly "
-    f"over-saturated: it completes under {CLEARLY_OVER:.0%} of what it sent, or it and the one before "
+    f"over-saturated (only at or above the measured maximum): it completes under {CLEARLY_OVER:.0%} of "
+    f"what it sent, or it and the one before "
     f"did not keep up, or it did not keep up and its e2e p50 is over {EXPLODED:g}x the lowest point's."
 )
 _METRICS = ("ttft", "ttft_sched", "itl", "tpot", "e2e", "schedule_lag")
@@ -105,6 +117,7 @@ class PointLoad:
     rate: float | None = None
     users: int | None = None
     requests: int | None = None
+    duration_s: float | None = None  # the measured window (None: the run's own --duration/--requests)
     probe: bool = False  # rate=auto's saturation probe: measured, but not a sweep point
 
 
@@ -117,6 +130,8 @@ class Sweep:
     spec: SweepSpec
     caps: Caps = field(default_factory=Caps)
     probe_users: int = PROBE_USERS
+    duration_s: float | None = POINT_DURATION_S  # per point, stretched for low rates (None: --requests)
+    point_samples: int = POINT_SAMPLES
     points: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     max_throughput_rps: float | None = None
@@ -173,7 +188,14 @@ class Sweep:
             dropped = [r for r in rates if r > cap]
             self.notes.append(f"--max-rate {cap:g}: rates {', '.join(f'{r:g}' for r in dropped)} not run")
             rates = [r for r in rates if r <= cap]
-        return [PointLoad(f"rate-{r:g}", rate=r) for r in rates]
+        return [self._rate_point(r) for r in rates]
+
+    def _rate_point(self, rate: float) -> PointLoad:
+        """An open-loop point whose window is long enough to offer ``point_samples`` requests."""
+        if self.duration_s is None:
+            return PointLoad(f"rate-{rate:g}", rate=rate)
+        window = max(self.duration_s, self.point_samples / rate)
+        return PointLoad(f"rate-{rate:g}", rate=rate, duration_s=window)
 
     def _probe_load(self) -> PointLoad:
         if self.caps.max_rate is not None:
@@ -185,7 +207,7 @@ class Sweep:
         cap = self.caps.max_rate
         if cap is not None:
             rates = sorted({min(r, cap) for r in rates})
-        return [PointLoad(f"rate-{r:g}", rate=r) for r in rates if r > 0]
+        return [self._rate_point(r) for r in rates if r > 0]
 
     def _capped(self, load: PointLoad) -> bool:
         """Stop before a point that would pass a cost cap; a point's requests are capped to what is left."""
@@ -222,7 +244,8 @@ class Sweep:
 
     def _spend(self, doc: Mapping[str, Any]) -> None:
         req = doc.get("requests") or {}
-        self.requests_used += int(req.get("sent", req.get("total", 0)) or 0)
+        every = req.get("totals") or req  # warmup and cooldown requests cost as much as measured ones
+        self.requests_used += int(every.get("sent", req.get("total", 0)) or 0)
         self.tokens_used += _tokens(doc)
 
     def _over(self) -> str:
@@ -232,6 +255,8 @@ class Sweep:
         p = self.points[-1]
         if not p["valid"] or p.get("offered_rps") is None:
             return ""
+        if self.max_throughput_rps and p["offered_rps"] < self.max_throughput_rps:
+            return ""  # below the probed maximum lie the SLO limits: a noisy shortfall there stops nothing
         sent = min(p.get("sent_rps") or p["offered_rps"], p["offered_rps"])
         if (p.get("achieved_rps") or 0) < CLEARLY_OVER * sent:
             return f"it completed under {CLEARLY_OVER:.0%} of the requests it sent per second"
@@ -249,6 +274,7 @@ class Sweep:
             "spec": self.spec.text,
             "points": self.points,
             "knee": knee,
+            "probe_throughput_rps": self.max_throughput_rps,  # rate=auto's closed-loop probe (else None)
             "max_throughput_rps": self.max_throughput_rps
             if self.max_throughput_rps is not None
             else max((p.get("achieved_rps") or 0 for p in self.points), default=None),
@@ -278,25 +304,34 @@ def _tokens(doc: Mapping[str, Any]) -> int:
     return int((tp.get("total_tokens_per_s") or 0) * d)
 
 
-def completion_rate(records: Iterable[Mapping[str, Any]], duration_s: float, lag_s: float) -> float | None:
-    """Requests completed per second inside the measured window, the pipeline's fill time left out.
+def completion_rate(
+    records: Iterable[Mapping[str, Any]], duration_s: float, closed_loop: bool
+) -> float | None:
+    """Requests completed per second inside the measured window once the pipeline is full.
 
     A summary's request counts follow the requests *sent* in the window (each drained to its end), so
     past saturation they still match the offered load. What the target sustains is how many it
-    finishes per second while the load is on: completions in [window start + lag, window end], where
-    the lag (a typical end-to-end latency) is the time the first requests need to come out, divided by
-    that span. The window starts at the first measured send (the schedule's start).
+    finishes per second while the load is on: completions (of any stage) in [fill end, window end],
+    divided by that span. The window starts at the first measured send (the schedule's start) and
+    lasts ``duration_s``. The pipeline is full ("fill end") a typical end-to-end latency (e2e p50)
+    after the run's first send for an open loop; for a closed loop, whose users all start at once and
+    queue behind each other, at its first completion. A warmup longer than that leaves the whole
+    window in.
     """
-    measured, ends = [], []
+    sends, measured, ends, e2e = [], [], [], []
     for r in records:
+        sent = r.get("t_sched") or r["t_send"]
+        sends.append(sent)
         if r.get("stage") == "measure":
-            measured.append(r.get("t_sched") or r["t_send"])
+            measured.append(sent)
         if r.get("error_class") is None and r.get("t_end") is not None:
             ends.append(r["t_end"])
-    if not measured or duration_s <= 0:
+            e2e.append(r["t_end"] - sent)
+    if not measured or not ends or duration_s <= 0:
         return None
-    lo = min(measured) + int(lag_s * 1e9)
-    hi = min(measured) + int(duration_s * 1e9)
+    start = min(measured)
+    fill = min(ends) if closed_loop else min(sends) + sorted(e2e)[len(e2e) // 2]
+    lo, hi = max(start, fill), start + int(duration_s * 1e9)
     if hi <= lo:
         return None
     return sum(1 for e in ends if lo <= e <= hi) / ((hi - lo) / 1e9)
@@ -321,8 +356,7 @@ def make_point(load: PointLoad, doc: Mapping[str, Any] | None, code: int, folder
     by_class = errors.get("by_class") or {}
     valid = bool(doc) and code not in (ExitCode.USAGE, ExitCode.INVALID_RUN)
     tp = doc.get("throughput") or {}
-    e2e = ((doc.get("metrics") or {}).get("e2e") or {}).get("p50") or 0.0
-    achieved = completion_rate(records, duration, e2e / 1000) if records else None
+    achieved = completion_rate(records, duration, closed_loop=load.rate is None) if records else None
     if achieved is None:
         achieved = _achieved(doc)
     return {
@@ -361,8 +395,13 @@ def make_point(load: PointLoad, doc: Mapping[str, Any] | None, code: int, folder
 def _keeps_up(p: Mapping[str, Any], previous: Sequence[Mapping[str, Any]]) -> bool:
     achieved = p.get("achieved_rps") or 0.0
     if p.get("offered_rps") is not None:
-        sent = p.get("sent_rps") or p["offered_rps"]
-        return achieved >= KEEPS_UP * min(sent, p["offered_rps"])
+        sent = min(p.get("sent_rps") or p["offered_rps"], p["offered_rps"])
+        # A stable target also ends a window with some requests in flight: by Little's law about
+        # sent x (its low-load e2e) of them, which a short window must not read as falling behind.
+        base = next((v for q in [*previous, p] if q["valid"] and (v := _e2e_p50(q)) is not None), None)
+        window = p.get("duration_s") or 0.0
+        in_flight = sent * (base or 0.0) / 1000 / window if window > 0 else 0.0
+        return achieved + in_flight >= KEEPS_UP * sent
     # users: throughput still grows (by at least a third of the users' growth) over the best lower point
     lower = [q for q in previous if q["valid"] and q.get("users")]
     if not lower:
@@ -373,9 +412,16 @@ def _keeps_up(p: Mapping[str, Any], previous: Sequence[Mapping[str, Any]]) -> bo
 
 
 def judge(points: list[dict[str, Any]], mode: Mode) -> None:
-    """Mark each point saturated or not (in place): not keeping up with its load."""
+    """Mark each point saturated or not (in place): not keeping up with its load, unless a higher load
+    kept up at a higher completion rate (then the target was not saturated there: a window of bursty
+    completions, e.g. big multi-image prefills finishing together, fell short by chance)."""
+    keeps = [bool(p["valid"] and _keeps_up(p, points[:i])) for i, p in enumerate(points)]
     for i, p in enumerate(points):
-        p["saturated"] = bool(p["valid"] and not _keeps_up(p, points[:i]))
+        later = [q for q, k in zip(points[i + 1 :], keeps[i + 1 :], strict=True) if k]
+        done = p.get("achieved_rps") or 0.0
+        p["saturated"] = bool(
+            p["valid"] and not keeps[i] and not any((q.get("achieved_rps") or 0.0) > done for q in later)
+        )
 
 
 def _e2e_p50(p: Mapping[str, Any]) -> float | None:

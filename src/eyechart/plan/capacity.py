@@ -344,6 +344,9 @@ def make_plan(
         )
     limits = [analyse(s, points) for s in planning]
     max_throughput = max((p.completed_rps for p in points), default=None)
+    probed = _num((summary.get("sweep") or {}).get("probe_throughput_rps"))
+    if probed is not None and points:  # rate=auto's closed-loop probe: the target saturated on purpose
+        max_throughput = max(max_throughput or 0.0, probed)
     saturated_reached = any(p.saturated for p in points)
 
     binding = [lim for lim in limits if lim.first_breach is not None]
@@ -390,8 +393,34 @@ def make_plan(
     plan["points"] = [_point_doc(p, limits, points) for p in all_points]
     notes += _notes(limits, points, mode)
     plan["conclusion"] = _conclusion(plan, points, limiting, mode, saturated_reached)
+    plan["confirm_command"] = _confirm_command(summary, slos, plan, headroom) if mode != "single" else None
+    if plan["confirm_command"]:
+        notes.append(
+            "sweep points are short and each starts from an idle target, so near the limit a tail SLO "
+            "(p95, p99) can look better than it will in hours of traffic: confirm the planned "
+            f"per-replica rate with one long run: {plan['confirm_command']}"
+        )
     plan["notes"] = notes
     return plan
+
+
+def _confirm_command(
+    summary: Mapping[str, Any], slos: Sequence[Slo], plan: Mapping[str, Any], headroom: float
+) -> str | None:
+    """One long open-loop run at the planned per-replica rate, under the same SLOs."""
+    if not plan.get("max_goodput_rps"):
+        return None
+    run = summary.get("run") or {}
+    rate = plan["max_goodput_rps"] * (1 - headroom)
+    target = (
+        "" if run.get("embedded") else f" --base-url {run.get('base_url')}" if run.get("base_url") else ""
+    )
+    workload = f" --workload {run['workload']}" if run.get("workload") else ""
+    slo = ",".join(s.text for s in slos)
+    return (
+        f"eyechart load{target}{workload} --rate {rate:.3g} --arrival poisson --warmup 1m --duration 10m "
+        f'--slo "{slo}"'
+    )
 
 
 def _is_floor(s: Slo) -> bool:

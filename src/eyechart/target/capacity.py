@@ -11,16 +11,19 @@ requests. On top of it:
 
 Both take the deployment as served, ``--speed`` included, so they compare directly with a run against
 ``eyechart serve`` at that speed. A workload is what every request looks like: prompt text tokens, image
-tokens and answer tokens (a load test pins the answer with ``max_tokens`` + ``ignore_eos``).
+tokens and answer tokens (a load test pins the answer with ``max_tokens`` + ``ignore_eos``). A mixed
+workload is a list of them, taken in turn; ``workloads_of_trace`` reads that list off a ``--trace`` file,
+so the truth for a real run's request mix (several images, several answer lengths) can be computed too.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable, Mapping
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from eyechart.target.batching import Batcher, Sequence
 from eyechart.target.deployment import Deployment
@@ -37,6 +40,33 @@ class Workload:
     def __post_init__(self) -> None:
         if self.output_tokens < 1 or self.prompt_tokens < 0 or self.image_tokens < 0:
             raise ValueError("a workload needs output_tokens >= 1 and no negative token counts")
+
+
+Mix = Workload | Seq[Workload]
+"""One request shape, or a mix: request ``i`` has shape ``mix[i % len(mix)]``."""
+
+
+def _shapes(mix: Mix) -> list[Workload]:
+    shapes = [mix] if isinstance(mix, Workload) else list(mix)
+    if not shapes:
+        raise ValueError("a mixed workload needs at least one request shape")
+    return shapes
+
+
+def workloads_of_trace(records: Iterable[Mapping[str, Any]]) -> list[Workload]:
+    """The request shapes a target served, in the order it received them (``--trace`` records of
+    answered requests): what ``simulate`` needs to compute the truth for that run's mix."""
+    done = [r for r in records if r.get("type") == "request" and r.get("status") == 200]
+    done.sort(key=lambda r: r.get("received_ns") or 0)
+    return [
+        Workload(
+            prompt_tokens=int(r["prompt_tokens"]) - int(r.get("image_tokens") or 0),
+            image_tokens=int(r.get("image_tokens") or 0),
+            output_tokens=max(1, int(r.get("completion_tokens") or 1)),
+        )
+        for r in done
+        if r.get("prompt_tokens") is not None
+    ]
 
 
 @dataclass(frozen=True)
@@ -58,7 +88,7 @@ class SimResult:
     duration_s: float = 0.0
 
     def quantile(self, name: str, q: float) -> float:
-        values = sorted(getattr(self, f"{name}_s"))
+        values: list[float] = sorted(getattr(self, f"{name}_s"))
         if not values:
             return 0.0
         return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
@@ -107,7 +137,7 @@ def arrival_gaps(n: int, arrival: Arrival, seed: int) -> list[float]:
 
 def simulate(
     deployment: Deployment,
-    workload: Workload,
+    workload: Mix,
     *,
     rate: float | None,
     requests: int = 1000,
@@ -118,6 +148,7 @@ def simulate(
     """Serve ``requests`` requests arriving at ``rate`` per second (None: all at once, a backlog)."""
     if deployment.zero_latency:
         raise ValueError("a zero-latency target has no capacity limit to compute")
+    shapes = _shapes(workload)
     batcher = Batcher(deployment)
     unit = list(gaps) if gaps is not None else arrival_gaps(requests, arrival, seed)
     arrivals: list[float] = []
@@ -126,7 +157,6 @@ def simulate(
         if rate is not None:
             t += unit[i] / rate
         arrivals.append(t)
-    reserve = workload.prompt_tokens + workload.image_tokens + workload.output_tokens
     born: dict[int, float] = {}
     first: dict[int, float] = {}
     out = SimResult()
@@ -134,8 +164,10 @@ def simulate(
     nxt = 0
     while len(out.end_s) < requests:
         while nxt < requests and arrivals[nxt] <= now:
-            s = Sequence(str(nxt), workload.prompt_tokens, workload.image_tokens, reserve, received_ns=nxt)
-            s.answer_tokens = workload.output_tokens
+            w = shapes[nxt % len(shapes)]
+            reserve = w.prompt_tokens + w.image_tokens + w.output_tokens
+            s = Sequence(str(nxt), w.prompt_tokens, w.image_tokens, reserve, received_ns=nxt)
+            s.answer_tokens = w.output_tokens
             born[id(s)] = arrivals[nxt]
             batcher.add(s, 0)
             nxt += 1
@@ -152,23 +184,25 @@ def simulate(
             t0, t1 = born.pop(id(s)), first.pop(id(s))
             out.ttft_s.append(t1 - t0)
             out.e2e_s.append(now - t0)
-            if workload.output_tokens > 1:
-                out.tpot_s.append((now - t1) / (workload.output_tokens - 1))
+            n = s.answer_tokens or 1
+            if n > 1:
+                out.tpot_s.append((now - t1) / (n - 1))
             out.end_s.append(now)
     out.duration_s = now
     return out
 
 
-def max_throughput(deployment: Deployment, workload: Workload, *, requests: int | None = None) -> float:
+def max_throughput(deployment: Deployment, workload: Mix, *, requests: int | None = None) -> float:
     """Completed requests per second at saturation: every slot (or the KV cache) busy, a queue always
     waiting. Measured in the simulation's steady state, away from the ramp-up and the drain."""
     n = requests or max(400, 12 * min(deployment.max_seqs, _kv_fit(deployment, workload)))
     return simulate(deployment, workload, rate=None, requests=n).throughput_rps()
 
 
-def _kv_fit(deployment: Deployment, workload: Workload) -> int:
-    per = workload.prompt_tokens + workload.image_tokens + workload.output_tokens
-    return max(1, deployment.kv_tokens // max(1, per))
+def _kv_fit(deployment: Deployment, workload: Mix) -> int:
+    shapes = _shapes(workload)
+    per = sum(w.prompt_tokens + w.image_tokens + w.output_tokens for w in shapes) / len(shapes)
+    return max(1, int(deployment.kv_tokens // max(1.0, per)))
 
 
 def meets(result: SimResult, slo: Slo) -> bool:
@@ -178,7 +212,7 @@ def meets(result: SimResult, slo: Slo) -> bool:
 
 def slo_rate(
     deployment: Deployment,
-    workload: Workload,
+    workload: Mix,
     slo: Slo,
     *,
     requests: int = 2000,

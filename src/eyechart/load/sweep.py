@@ -318,15 +318,18 @@ def completion_rate(
     queue behind each other, at its first completion. A warmup longer than that leaves the whole
     window in.
     """
-    sends, measured, ends, e2e = [], [], [], []
+    sends: list[int] = []
+    measured: list[int] = []
+    ends: list[int] = []
+    e2e: list[int] = []
     for r in records:
-        sent = r.get("t_sched") or r["t_send"]
+        sent = int(r.get("t_sched") or r["t_send"])
         sends.append(sent)
         if r.get("stage") == "measure":
             measured.append(sent)
         if r.get("error_class") is None and r.get("t_end") is not None:
-            ends.append(r["t_end"])
-            e2e.append(r["t_end"] - sent)
+            ends.append(int(r["t_end"]))
+            e2e.append(ends[-1] - sent)
     if not measured or not ends or duration_s <= 0:
         return None
     start = min(measured)
@@ -393,9 +396,9 @@ def make_point(load: PointLoad, doc: Mapping[str, Any] | None, code: int, folder
 
 
 def _keeps_up(p: Mapping[str, Any], previous: Sequence[Mapping[str, Any]]) -> bool:
-    achieved = p.get("achieved_rps") or 0.0
+    achieved = float(p.get("achieved_rps") or 0.0)
     if p.get("offered_rps") is not None:
-        sent = min(p.get("sent_rps") or p["offered_rps"], p["offered_rps"])
+        sent = float(min(p.get("sent_rps") or p["offered_rps"], p["offered_rps"]))
         # A stable target also ends a window with some requests in flight: by Little's law about
         # sent x (its low-load e2e) of them, which a short window must not read as falling behind.
         base = next((v for q in [*previous, p] if q["valid"] and (v := _e2e_p50(q)) is not None), None)
@@ -408,7 +411,7 @@ def _keeps_up(p: Mapping[str, Any], previous: Sequence[Mapping[str, Any]]) -> bo
         return True
     best = max(lower, key=lambda q: q.get("achieved_rps") or 0.0)
     grow = (p.get("users") or 1) / (best.get("users") or 1)
-    return achieved >= (best.get("achieved_rps") or 0.0) * (1 + (grow - 1) / 3)
+    return achieved >= float(best.get("achieved_rps") or 0.0) * (1 + (grow - 1) / 3)
 
 
 def judge(points: list[dict[str, Any]], mode: Mode) -> None:

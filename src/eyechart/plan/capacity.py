@@ -66,7 +66,11 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise NotALoadRun(f"{path} is not readable JSON: {exc}") from None
     schema = doc.get("schema") if isinstance(doc, dict) else None
-    if not isinstance(schema, str) or not schema.startswith(SUMMARY_SCHEMA_PREFIX):
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(schema, str)
+        or not schema.startswith(SUMMARY_SCHEMA_PREFIX)
+    ):
         raise NotALoadRun(f"{path} is not a load run summary (schema {schema!r})")
     return doc
 

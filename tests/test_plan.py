@@ -96,13 +96,16 @@ def test_points_past_saturation_breach_as_expected_and_are_named() -> None:
     assert any("past saturation" in n and "expected" in n for n in plan["notes"])
 
 
-def test_knee_marks_points_the_sweep_did_not_flag() -> None:
+def test_points_past_the_knee_are_marked_as_such_not_as_saturated() -> None:
+    # an engine whose latency rises smoothly: the knee (latency off its plateau) comes before saturation
     summary = mm1_sweep(RATES)
     for p in summary["sweep"]["points"]:
         p["saturated"] = False
     summary["sweep"]["knee"] = {"offered_rps": 9.0}
     plan = plan_of(summary, "ttft_p95<=1s")
-    assert [p["offered_rps"] for p in plan["points"] if p["saturated"]] == [9.5, 10, 12]
+    assert [p["offered_rps"] for p in plan["points"] if p["past_knee"]] == [9.5, 10, 12]
+    assert not any(p["saturated"] for p in plan["points"])
+    assert not any("past saturation" in n for n in plan["notes"])
 
 
 def test_no_slo_breached_on_a_saturating_sweep_plans_at_capacity() -> None:

@@ -88,6 +88,7 @@ class Point:
     valid: bool
     saturated: bool
     doc: Mapping[str, Any]
+    past_knee: bool = False  # above the sweep's knee: latency has left its plateau, or the load outran it
 
     @property
     def load(self) -> float:
@@ -158,7 +159,8 @@ def _point(index: int, p: Mapping[str, Any], run: Mapping[str, Any]) -> Point:
 
 
 def _past_knee(p: Point, knee: Mapping[str, Any]) -> Point:
-    """A point beyond the sweep's knee is over-saturated even if the sweep did not flag it."""
+    """Mark a point beyond the sweep's knee (it need not be saturated: latency may only have left its
+    low-load plateau, as it does smoothly on an engine whose batches slow each step)."""
     beyond = False
     if isinstance(knee.get("index"), int):
         beyond = p.index > knee["index"]
@@ -166,9 +168,7 @@ def _past_knee(p: Point, knee: Mapping[str, Any]) -> Point:
         beyond = p.offered_rps > float(knee["offered_rps"])
     elif p.users is not None and _num(knee.get("users")) is not None:
         beyond = p.users > float(knee["users"])
-    if beyond and not p.saturated:
-        return Point(**{**p.__dict__, "saturated": True})
-    return p
+    return Point(**{**p.__dict__, "past_knee": beyond}) if beyond else p
 
 
 def observe(slo: Slo, doc: Mapping[str, Any]) -> float | None:
@@ -540,6 +540,7 @@ def _point_doc(p: Point, limits: Sequence[SloLimit], valid: Sequence[Point]) -> 
         "sent": p.sent,
         "valid": p.valid,
         "saturated": p.saturated,
+        "past_knee": p.past_knee,
         "slos": slos,
     }
 

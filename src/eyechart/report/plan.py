@@ -120,7 +120,7 @@ def _load(p: Mapping[str, Any]) -> str:
 def _state(p: Mapping[str, Any]) -> str:
     if not p["valid"]:
         return "invalid (left out)"
-    return "saturated" if p["saturated"] else "ok"
+    return "saturated" if p["saturated"] else "past knee" if p.get("past_knee") else "ok"
 
 
 def _value(v: float | None, unit: str) -> str:

@@ -233,3 +233,14 @@ def test_auto_runs_every_point_below_the_probed_maximum_and_trusts_a_higher_load
     saturated = [p["offered_rps"] for p in s.points if p["saturated"]]
     assert saturated == [11.5]  # 5 fell short, but 7 and more kept up at higher rates
     assert s.document()["probe_throughput_rps"] == 10.0
+
+
+def test_a_points_goodput_never_exceeds_what_it_completed() -> None:
+    # the run's own figures count the requests sent in the window (4/s, 3/s of them within the SLOs);
+    # the target completed 2/s: goodput is that rate times the share that met the SLOs
+    records = [_record(0.5 * k, 0.5 * k + 3) for k in range(80)]
+    doc = {"requests": {"total": 160, "sent": 160}, "duration_s": 40.0,
+           "throughput": {"requests_per_s": 4.0}, "goodput": {"requests_per_s": 3.0}}  # fmt: skip
+    p = sweep.make_point(sweep.PointLoad("rate-4", rate=4.0), doc, 0, "points/01-rate-4", records)
+    assert p["achieved_rps"] == pytest.approx(2.0, rel=0.05)
+    assert p["goodput_rps"] == pytest.approx(0.75 * p["achieved_rps"])

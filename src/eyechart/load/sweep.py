@@ -295,8 +295,7 @@ def read_point(folder: Path) -> dict[str, Any] | None:
 
 
 def _achieved(doc: Mapping[str, Any]) -> float | None:
-    v = (doc.get("throughput") or {}).get("requests_per_s")
-    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+    return _num((doc.get("throughput") or {}).get("requests_per_s"))
 
 
 def _tokens(doc: Mapping[str, Any]) -> int:
@@ -369,7 +368,7 @@ def make_point(load: PointLoad, doc: Mapping[str, Any] | None, code: int, folder
         "users": load.users,
         "achieved_rps": achieved,
         "sent_rps": sent / duration if duration > 0 else None,  # the arrivals actually sent
-        "goodput_rps": (doc.get("goodput") or {}).get("requests_per_s"),
+        "goodput_rps": _goodput(doc, achieved),
         "error_rate": errors.get("rate"),
         "overload_rate": (by_class.get("429", 0) / total) if total else 0.0,
         "incomplete": int(req.get("incomplete", 0) or 0),
@@ -393,6 +392,21 @@ def make_point(load: PointLoad, doc: Mapping[str, Any] | None, code: int, folder
         "goodput": doc.get("goodput") or {},
         "gates": doc.get("gates") or [],
     }
+
+
+def _goodput(doc: Mapping[str, Any], achieved: float | None) -> float | None:
+    """Requests per second meeting every per-request SLO, on the same footing as ``achieved_rps``: the
+    completion rate times the share of the window's requests that met them (the run's own figure
+    divides those requests by the window, so past saturation it would exceed what was completed)."""
+    good = _num((doc.get("goodput") or {}).get("requests_per_s"))
+    sent = _num((doc.get("throughput") or {}).get("requests_per_s"))
+    if good is None or achieved is None or not sent:
+        return good
+    return achieved * min(1.0, good / sent)
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
 
 
 def _keeps_up(p: Mapping[str, Any], previous: Sequence[Mapping[str, Any]]) -> bool:

@@ -3,7 +3,9 @@
 A gateway on 127.0.0.1 (the faulty-target proxy with one request hook) answers 401 unless a request
 carries ``X-Gateway-Token``. Without the header each job stops in its preflight with one line and exit 2
 naming the refusal and ``--header``; with it the run goes ahead, every request carries the header, and
-the header's value (secret-looking by its name) is written nowhere in the run folder. The real
+the header's value (secret-looking by its name) is written nowhere in the run folder. A reproducer
+(conform's for a finding, load's for a failed request) reads it from ``$X_GATEWAY_TOKEN`` and the key
+from ``$EYECHART_API_KEY``: pasted into bash with both set, it gets through the gateway again. The real
 ``eyechart`` command runs in a subprocess, as a user types it.
 """
 
@@ -15,15 +17,16 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
-from faulty_targets.proxy import Break, Exchange, Reply, _Proxy, serve_app
+from faulty_targets.proxy import Break, Exchange, Reply, _Proxy, resolve_breaks, serve_app
 from load_targets import ChatServer
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from eyechart.report.load import failed_requests
 from eyechart.target.launch import RunningTarget
 
 TOKEN = "gw-7c1e9a5d20b4"
@@ -31,9 +34,9 @@ REFUSAL = "X-Gateway-Token header required"
 
 
 @contextlib.contextmanager
-def gateway(upstream_base_url: str) -> Iterator[tuple[str, list[str]]]:
-    """A gateway in front of ``upstream_base_url``: 401 without the token; yields (base URL, the paths of
-    the requests it let through)."""
+def gateway(upstream_base_url: str, breaks: Iterable[str] = ()) -> Iterator[tuple[str, list[str]]]:
+    """A gateway in front of ``upstream_base_url``: 401 without the token, then the named contract
+    ``breaks`` (faulty_targets.breaks); yields (base URL, the paths of the requests it let through)."""
     passed: list[str] = []
 
     async def gate(ex: Exchange) -> Reply | None:
@@ -43,7 +46,8 @@ def gateway(upstream_base_url: str) -> Iterator[tuple[str, list[str]]]:
         return None
 
     root, _, path = upstream_base_url.partition("/v1")
-    proxy = _Proxy(root, [Break("gateway", "", "wants a header of its own", request=gate)], None)
+    gate_break = Break("gateway", "", "wants a header of its own", request=gate)
+    proxy = _Proxy(root, [gate_break, *resolve_breaks(breaks)], None)
     app = Starlette(routes=[Route("/{path:path}", proxy.handle, methods=["GET", "POST"])])
     with serve_app(app) as base:
         yield f"{base}/v1{path}", passed
@@ -99,6 +103,20 @@ def test_load_preflight_sends_the_header(tmp_path: Path) -> None:
         assert len(upstream.seen) == 12 and all(h["x-gateway-token"] == TOKEN for h in upstream.seen)
         _assert_written_nowhere(tmp_path / "reports", TOKEN)
 
+        # the reproducer of a failed request, built from what the run folder holds, goes through too
+        (run,) = (tmp_path / "reports").glob("*-load")
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["run"]["headers"] == {"X-Gateway-Token": "$X_GATEWAY_TOKEN"}
+        with gzip.open(run / "requests.jsonl.gz", "rt") as f:
+            record = {**json.loads(f.readline()), "error_class": "5xx", "status": 500}
+        (failed,) = failed_requests([record], summary, run)
+        reproducer = failed["reproducer"]
+        assert '-H "X-Gateway-Token: $X_GATEWAY_TOKEN"' in reproducer
+        assert f"-H 'X-Request-Id: {record['request_id']}'" in reproducer
+        assert _pasted(reproducer, run, EYECHART_API_KEY="unused", X_GATEWAY_TOKEN=TOKEN) == "200"
+        assert len(upstream.seen) == 13 and upstream.seen[-1]["x-gateway-token"] == TOKEN
+        _assert_written_nowhere(tmp_path / "reports", TOKEN)
+
 
 CONFORM = [
     "conform",
@@ -112,7 +130,8 @@ CONFORM = [
 
 
 def test_conform_takes_the_shared_interop_options(target: RunningTarget, tmp_path: Path) -> None:
-    with gateway(target.base_url) as (url, passed):
+    # the gateway also changes chunk ids, so stream.same_id fails and its finding has a reproducer
+    with gateway(target.base_url, ["stream.id_changes"]) as (url, passed):
         code, out = _eyechart(*CONFORM, "--base-url", url, cwd=tmp_path, key=target.api_key)
         assert code == 2, out
         line = _one_line(out)
@@ -123,11 +142,37 @@ def test_conform_takes_the_shared_interop_options(target: RunningTarget, tmp_pat
         code, out = _eyechart(
             *CONFORM, "--base-url", url, "--header", header, cwd=tmp_path, key=target.api_key
         )
-        assert code == 0, out  # 401s from the gateway would fail models.list: the checks sent it too
+        assert code == 1, out  # the one MUST finding; 401s from the gateway would fail models.list too
         (report,) = (tmp_path / "reports").glob("*-conform/conformance.json")
-        assert json.loads(report.read_text())["counts"]["pass"] == 3
+        checks = {c["id"]: c for c in json.loads(report.read_text())["checks"]}
+        assert {i: c["status"] for i, c in checks.items()} == {
+            "models.list": "pass",
+            "endpoints.chat_completions": "pass",
+            "stream.same_id": "fail",
+        }
         assert passed[0].endswith("/models") and any(p.endswith("/chat/completions") for p in passed)
         _assert_written_nowhere(tmp_path / "reports", TOKEN)
+
+        evidence = checks["stream.same_id"]["evidence"]
+        assert evidence["exchange"]["request"]["headers"]["X-Gateway-Token"] == "$X_GATEWAY_TOKEN"
+        reproducer = evidence["reproducer"]
+        assert '-H "X-Gateway-Token: $X_GATEWAY_TOKEN"' in reproducer
+        assert '-H "Authorization: Bearer $EYECHART_API_KEY"' in reproducer
+        through = len(passed)
+        assert _pasted(reproducer, tmp_path, EYECHART_API_KEY=target.api_key, X_GATEWAY_TOKEN=TOKEN) == "200"
+        assert len(passed) == through + 1  # the gateway let the pasted request through
+        assert _pasted(reproducer, tmp_path, EYECHART_API_KEY=target.api_key) == "401"  # the token matters
+
+
+def _pasted(reproducer: str, cwd: Path, **variables: str) -> str:
+    """The HTTP status curl gets when ``reproducer`` is pasted into bash in ``cwd`` with ``variables`` set
+    (and no other eyechart or gateway variable)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("EYECHART_API_KEY", "X_GATEWAY_TOKEN")}
+    cmd = reproducer.replace("curl -sS", "curl -sS -o /dev/null -w %{http_code} --max-time 30", 1)
+    proc = subprocess.run(
+        ["bash", "-c", cmd], capture_output=True, text=True, env={**env, **variables}, cwd=cwd, timeout=60
+    )
+    return proc.stdout
 
 
 @pytest.mark.parametrize("job", ["conform", "load"])

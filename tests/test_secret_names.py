@@ -1,8 +1,12 @@
 """One list of secret-looking names (``eyechart.secrets``): what it catches, and that the load report and
-the request reproducer both honour it."""
+the request reproducer both honour it: a pasted reproducer reads each secret from an environment variable
+(the key from ``$EYECHART_API_KEY``, a secret-named header from the variable named after it) and sends
+everything else exactly as it was sent."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ from eyechart.load.records import RequestRecord
 from eyechart.load.stats import LoadStats
 from eyechart.report.load import write_reports
 from eyechart.secrets import KEY_PLACEHOLDER, is_secret_name
-from eyechart.wire.exchange import curl_reproducer
+from eyechart.wire.reproducer import curl_reproducer, shown_headers
 
 MS = 1_000_000
 SECRET_FIELDS = {
@@ -60,8 +64,55 @@ def test_secret_named_run_fields_never_reach_the_load_report(tmp_path: Path) -> 
             assert value.encode() not in data, (f.name, value)
 
 
-def test_reproducer_masks_every_secret_named_header() -> None:
-    headers = {"X-Auth-Token": "tok-hdr-1", "api-key": "gw-hdr-2", "X-Route": "blue"}
-    curl = curl_reproducer("POST", "http://127.0.0.1:9/v1/chat/completions", {"a": 1}, headers)
-    assert "tok-hdr-1" not in curl and "gw-hdr-2" not in curl
-    assert f'-H "X-Auth-Token: {KEY_PLACEHOLDER}"' in curl and "X-Route: blue" in curl
+def test_reproducer_reads_every_secret_named_header_from_its_own_variable() -> None:
+    headers = {"Authorization": "Bearer sk-hdr-0", "X-Auth-Token": "tok-hdr-1", "api-key": "gw-hdr-2"}
+    curl = curl_reproducer(
+        "POST", "http://127.0.0.1:9/v1/chat/completions", {"a": 1}, {**headers, "X-Route": "blue"}
+    )
+    assert not any(value in curl for value in ("sk-hdr-0", "tok-hdr-1", "gw-hdr-2"))
+    assert f'-H "Authorization: Bearer {KEY_PLACEHOLDER}"' in curl
+    assert '-H "X-Auth-Token: $X_AUTH_TOKEN"' in curl and '-H "api-key: $API_KEY"' in curl
+    assert "-H 'X-Route: blue'" in curl
+
+
+def _pasted_headers(command: str, variables: dict[str, str]) -> list[str]:
+    """The -H arguments curl gets when ``command`` is pasted into bash with ``variables`` set."""
+    show = 'curl() { while [ $# -gt 0 ]; do [ "$1" = -H ] && printf "%s\\n" "$2"; shift; done; }\n'
+    env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", **variables}
+    out = subprocess.run(["bash", "-c", show + command], capture_output=True, text=True, env=env, timeout=20)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+def test_a_pasted_reproducer_fills_in_secrets_and_keeps_everything_else_literal() -> None:
+    key, token, odd = "sk-real-9", "gw tok'en\"$1", "v$HOME`x`"
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "X-Gateway-Token": token,  # a value the shell must not touch once filled in
+        "X-Route": '$HOME `id` "blue"!',  # not a secret: literal, never expanded
+        "Weird$Name-Token": odd,  # a name that double quotes could not hold as is
+        "X-Tag": f"prefix-{key}-suffix",  # the key inside another value
+    }
+    curl = curl_reproducer("GET", "http://127.0.0.1:9/v1/models", None, headers, secret=key)
+    assert key not in curl and token not in curl and odd not in curl
+    variables = {"EYECHART_API_KEY": key, "X_GATEWAY_TOKEN": token, "WEIRD_NAME_TOKEN": odd}
+    assert _pasted_headers(curl, variables) == [f"{name}: {value}" for name, value in headers.items()]
+    # a deliberately wrong key (a probe's) is shown as sent, so the pasted command repeats the 401
+    wrong = curl_reproducer(
+        "GET", "http://127.0.0.1:9/v1/models", None, {"Authorization": "Bearer no"}, secret=key
+    )
+    assert _pasted_headers(wrong, variables) == ["Authorization: Bearer no"]
+
+
+def test_shown_headers_are_shown_the_same_again() -> None:
+    headers = {"Authorization": "Bearer sk-1", "X-Gateway-Token": "gw-1", "X-Route": "blue"}
+    shown = shown_headers(headers)
+    assert shown == {
+        "Authorization": f"Bearer {KEY_PLACEHOLDER}",
+        "X-Gateway-Token": "$X_GATEWAY_TOKEN",
+        "X-Route": "blue",
+    }
+    assert shown_headers(shown) == shown
+    assert curl_reproducer("GET", "http://h/x", None, shown) == curl_reproducer(
+        "GET", "http://h/x", None, headers
+    )

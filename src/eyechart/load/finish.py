@@ -18,8 +18,9 @@ from typing import Any
 from eyechart import __version__, invariants
 from eyechart.exitcodes import ExitCode
 from eyechart.load import gates, probe
-from eyechart.load.process import LoadSession, parse_fraction, per_request_slos
+from eyechart.load.process import LoadSession, parse_fraction, per_request_slos, user_headers
 from eyechart.load.stats import LoadStats
+from eyechart.wire.reproducer import shown_headers
 
 log = logging.getLogger("eyechart.load")
 
@@ -67,6 +68,8 @@ def finalize(
         "tool": f"eyechart {__version__}",
         "started_at": started_wall,
         "base_url": environment.host,
+        "headers": shown_headers(user_headers()),  # --header for reproducers: secrets as $VARIABLES
+        "request_id_header": None if o.no_request_id else o.request_id_header,
         "model": info.get("model", o.model),
         "workload": info.get("workload", o.workload),
         "load_model": "open" if o.rate > 0 else "closed",

@@ -65,8 +65,7 @@ class LoadSession:
         self.headers = {"Content-Type": "application/json", "Accept": "text/event-stream, application/json"}
         if key:
             self.headers["Authorization"] = f"Bearer {key}"
-        # --header (by environment: a gateway's api-key header is a secret too); never written anywhere
-        self.headers.update(json.loads(os.environ.get("EYECHART_HEADERS") or "{}"))
+        self.headers.update(user_headers())
         self.request_id_header: str | None = None if o.no_request_id else o.request_id_header
         self._tls = {"ca_bundle": o.ca_bundle or None, "insecure": bool(o.insecure)}
         self.workload = load_workload(o.workload)
@@ -361,6 +360,13 @@ class LoadSession:
         self.probe.stop()
         self.writer.close()
         self.finished = True
+
+
+def user_headers() -> dict[str, str]:
+    """The run's ``--header`` values. They come by environment (``EYECHART_HEADERS``, a JSON object), never
+    on a command line, because a gateway's api-key header is a secret too; summaries show them only as
+    :func:`eyechart.wire.reproducer.shown_headers` does."""
+    return dict(json.loads(os.environ.get("EYECHART_HEADERS") or "{}"))
 
 
 def parse_fraction(text: str) -> float:

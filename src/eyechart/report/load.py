@@ -29,6 +29,8 @@ from eyechart.load.histograms import ERROR_BOUND
 from eyechart.load.metrics import LATENCY_METRICS, METRICS, RUN_METRICS
 from eyechart.load.stats import ERROR_CLASSES, LoadStats
 from eyechart.report import plots
+from eyechart.secrets import KEY_PLACEHOLDER
+from eyechart.wire.reproducer import curl_reproducer
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "summary.schema.json"
 TABLE_STATS = ("count", "mean", "p50", "p90", "p95", "p99", "max")
@@ -338,8 +340,9 @@ def records_over_time(
 def failed_requests(
     records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], run_dir: Path
 ) -> list[dict[str, Any]]:
-    """The first failed request of each error class, with a curl reproducer (key as $EYECHART_API_KEY)
-    whose body is written next to the report as ``repro-<class>.json``."""
+    """The first failed request of each error class, with a curl reproducer (the key as
+    ``$EYECHART_API_KEY``, a secret ``--header`` as the variable named after it) whose body is written
+    next to the report as ``repro-<class>.json``."""
     first: dict[str, Mapping[str, Any]] = {}
     counts: dict[str, int] = {}
     for r in records:
@@ -356,12 +359,7 @@ def failed_requests(
         if body is not None:
             name = f"repro-{''.join(c if c.isalnum() else '_' for c in cls)}.json"
             with contextlib.suppress(OSError):
-                (run_dir / name).write_bytes(body)
-                repro = (
-                    f"curl -sS -N {shlex.quote(str(run.get('base_url', '')) + '/chat/completions')} "
-                    '-H "Authorization: Bearer $EYECHART_API_KEY" -H "Content-Type: application/json" '
-                    f"-H {shlex.quote('X-Request-Id: ' + str(r.get('request_id')))} --data-binary @{name}"
-                )
+                repro = _reproducer(run, r, body, run_dir / name)
         out.append(
             {
                 "class": cls,
@@ -375,6 +373,25 @@ def failed_requests(
             }
         )
     return out
+
+
+def _reproducer(run: Mapping[str, Any], record: Mapping[str, Any], body: bytes, path: Path) -> str:
+    """The request again, as the run sent it (the same builder as conformance reproducers: the key and
+    secret-named ``--header`` values read from environment variables); its body is written to ``path``."""
+    headers = {
+        "Authorization": f"Bearer {KEY_PLACEHOLDER}",
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream, application/json",
+        **(run.get("headers") or {}),
+    }
+    id_header = run.get("request_id_header", "X-Request-Id")  # older summaries: the default
+    if id_header and record.get("request_id"):
+        headers[str(id_header)] = str(record["request_id"])
+    url = str(run.get("base_url", "")) + "/chat/completions"
+    curl = curl_reproducer("POST", url, body, headers, body_file=path)
+    return "# run from the run folder (the one holding summary.json)\n" + curl.replace(
+        f"@{shlex.quote(str(path))}", f"@{shlex.quote(path.name)}"
+    )
 
 
 def _case_bodies(run: Mapping[str, Any], cases: set[Any]) -> dict[tuple[Any, Any], bytes]:

@@ -20,18 +20,13 @@ any byte, is evidence as it stands::
                                  timeout=30, total_timeout=120)
     ex.status, ex.json, ex.error_class, stream.violations, print(ex.curl)
 
-The API key never appears in an Exchange, its repr, or its reproducer: the run's real key (``secret``,
-by default the ``api_key`` sent) is shown as ``$EYECHART_API_KEY`` wherever it occurs — the
-Authorization header reads ``Bearer $EYECHART_API_KEY`` and an echo in a response or error text is
-replaced too. A deliberately wrong key sent by a probe (``api_key="wrong", secret=<real key>``) is not a
-secret: it is shown literally, so the reproducer really repeats the 401.
-
-Reproducers and large bodies: the body is passed on stdin (``--data-binary @- <<'EYECHART_BODY'``), so
-even a base64 image request is one paste. Up to ``inline_limit`` bytes (256 KiB) it is inlined verbatim.
-Larger bodies are written to a file when ``body_dir`` is given (the reproducer then reads
-``--data-binary @<file>``, exact), otherwise inlined abbreviated — data URIs shown as
-``data:image/png;base64,<55,000 base64 chars, sha256:ab12…>`` — with a comment saying it no longer
-reproduces byte for byte.
+No secret appears in an Exchange, its repr, or its reproducer (:mod:`eyechart.wire.reproducer` says
+what is secret and builds the ``curl`` command): the run's real key (``secret``, by default the ``api_key``
+sent) is shown as ``$EYECHART_API_KEY`` wherever it occurs — the Authorization header reads ``Bearer
+$EYECHART_API_KEY`` and an echo in a response or error text is replaced too — and a secret-named header
+(``X-Gateway-Token``) as ``$X_GATEWAY_TOKEN``, the variable a pasted reproducer reads it from. A
+deliberately wrong key sent by a probe (``api_key="wrong", secret=<real key>``) is not a secret: it is
+shown literally, so the reproducer really repeats the 401.
 """
 
 from __future__ import annotations
@@ -39,7 +34,6 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
-import shlex
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -50,16 +44,16 @@ import httpcore
 import httpx
 
 from eyechart.secrets import KEY_PLACEHOLDER as KEY_PLACEHOLDER  # re-exported: the reproducer's variable
-from eyechart.secrets import is_secret_name
-from eyechart.secrets import scrub_bytes as _scrub_bytes
-from eyechart.secrets import scrub_text as _scrub
+from eyechart.wire.reproducer import _UNSET, INLINE_LIMIT, mask_bytes, mask_text, masks, shown_headers
+from eyechart.wire.reproducer import curl_reproducer as curl_reproducer  # re-exported for older imports
+from eyechart.wire.reproducer import encode_body as encode_body
+from eyechart.wire.reproducer import summarize_body as summarize_body
+from eyechart.wire.reproducer import summarize_data_uri as summarize_data_uri
 from eyechart.wire.sse import SSEReader, StreamAnalysis
 
 ErrorClass = Literal["connect", "timeout", "reset", "protocol", "too_large"]
 
 HEAD_BYTES = 2048  # what a report shows of a body
-INLINE_LIMIT = 256 << 10
-_DATA_URI_SHOWN = 80  # data URIs shorter than this are shown whole
 
 
 @dataclass
@@ -122,122 +116,6 @@ class Exchange:
             self.method, self.url, self.sent_body, self.request_headers, body_file=path, secret=None
         )
         return path
-
-
-# --- summaries and reproducers ---------------------------------------------------------------------
-
-
-def summarize_data_uri(uri: str) -> str:
-    """``data:image/png;base64,<55,000 base64 chars, sha256:ab12cd34ef56…>`` for a long data URI."""
-    if len(uri) <= _DATA_URI_SHOWN:
-        return uri
-    head, comma, payload = uri.partition(",")
-    if not comma:
-        return uri[:_DATA_URI_SHOWN] + f"…<{len(uri):,} chars>"
-    digest = hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    unit = "base64 chars" if head.endswith(";base64") else "chars"
-    return f"{head},<{len(payload):,} {unit}, sha256:{digest}…>"
-
-
-def summarize_body(body: Any) -> Any:
-    """A copy of a JSON body with every long data URI abbreviated (for reports and reproducers)."""
-    if isinstance(body, str):
-        return summarize_data_uri(body) if body.startswith("data:") else body
-    if isinstance(body, dict):
-        return {k: summarize_body(v) for k, v in body.items()}
-    if isinstance(body, list):
-        return [summarize_body(v) for v in body]
-    return body
-
-
-def encode_body(body: Any) -> bytes:
-    """The exact bytes send() puts on the wire for a JSON body (the reproducer uses the same)."""
-    try:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate (a model id a server listed): send it as a JSON escape
-        return json.dumps(body, separators=(",", ":")).encode("ascii")
-
-
-_UNSET: Any = object()
-
-
-def _redacted_headers(headers: dict[str, str] | None, secret: str | None = _UNSET) -> dict[str, str]:
-    """Headers as reports show them. Without ``secret`` every key header is masked (the safe default);
-    with it, only the secret is masked (wherever it occurs) and any other value, such as a
-    deliberately wrong key, is shown as sent."""
-    shown: dict[str, str] = {}
-    for name, value in (headers or {}).items():
-        if secret is _UNSET:
-            if is_secret_name(name):
-                value = f"Bearer {KEY_PLACEHOLDER}" if name.lower() == "authorization" else KEY_PLACEHOLDER
-        elif secret:
-            value = _scrub(value, secret)
-        shown[name] = value
-    return shown
-
-
-def curl_reproducer(
-    method: str,
-    url: str,
-    body: Any = None,
-    headers: dict[str, str] | None = None,
-    *,
-    body_file: Path | None = None,
-    inline_limit: int = INLINE_LIMIT,
-    secret: str | None = _UNSET,
-) -> str:
-    """A shell command repeating the request; the key is read from ``$EYECHART_API_KEY``.
-
-    ``body`` is a JSON value (sent as ``encode_body``) or raw bytes/str. With ``body_file`` the exact body
-    is written there and referenced; otherwise bodies over ``inline_limit`` are inlined abbreviated.
-    ``secret``: the real key, masked wherever it occurs (other key headers are then shown literally);
-    without it every key header is masked.
-    """
-    raw: bytes | None
-    if body is None:
-        raw = None
-    elif isinstance(body, bytes):
-        raw = body
-    elif isinstance(body, str):
-        raw = body.encode("utf-8")
-    else:
-        raw = encode_body(body)
-    parts = ["curl -sS"]
-    if isinstance(body, dict) and body.get("stream") is True:
-        parts.append("-N")
-    parts.append(f"-X {shlex.quote(method.upper())} {shlex.quote(url)}")
-    for name, value in _redacted_headers(headers, secret).items():
-        if KEY_PLACEHOLDER in value:
-            parts.append(f'-H "{name}: {value}"')  # double quotes: the shell expands the variable
-        else:
-            parts.append(f"-H {shlex.quote(f'{name}: {value}')}")
-    note = ""
-    if raw is None:
-        return " \\\n  ".join(parts)
-    if body_file is not None:
-        body_file.parent.mkdir(parents=True, exist_ok=True)
-        body_file.write_bytes(raw)
-        parts.append(f"--data-binary @{shlex.quote(str(body_file))}")
-        return " \\\n  ".join(parts)
-    text = raw.decode("utf-8", "replace")
-    if secret is not _UNSET:
-        text = _scrub(text, secret)
-    if len(raw) > inline_limit:
-        try:
-            text = json.dumps(summarize_body(json.loads(raw)), ensure_ascii=False, separators=(",", ":"))
-        except ValueError:
-            text = text[:inline_limit] + "…"
-        note = (
-            f"# body abbreviated: the request was {len(raw):,} bytes; long data URIs are summarised,\n"
-            "# so this shows the request's shape but does not reproduce it byte for byte\n"
-            "# (a conformance run with a report folder writes the exact body of a finding to\n"
-            "# <run>/bodies/ and this command then reads it with --data-binary @file).\n"
-        )
-    delimiter = "EYECHART_BODY"
-    while delimiter in text.splitlines():
-        delimiter += "_"
-    parts.append(f"--data-binary @- <<'{delimiter}'")
-    return note + " \\\n  ".join(parts) + f"\n{text}\n{delimiter}"
 
 
 # --- wall-clock deadlines ---------------------------------------------------------------------------
@@ -383,7 +261,7 @@ def _transfer(
     deadline: int,
     total_timeout: float,
     wire: _Wire,
-    secret: str | None,
+    found: dict[str, str],
 ) -> bytearray:
     """One attempt: send, read the head and the body into ``ex`` within the deadline; the kept bytes."""
     kept = bytearray()
@@ -415,7 +293,7 @@ def _transfer(
     except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, OSError, ValueError, EOFError) as exc:
         # anything the server does must end as evidence, not a traceback
         ex.error_class = _classify(exc)
-        ex.error = _scrub(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, secret)
+        ex.error = mask_text(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, found)
     finally:
         _WIRE.reset(token)
     return kept
@@ -463,8 +341,6 @@ def _exchange(
     body_dir: Path | None,
     secret: str | None,
 ) -> Exchange:
-    shown_secret = secret  # _UNSET: mask every key header (and the key sent wherever it occurs)
-    secret = api_key if secret is _UNSET else secret
     sent_headers: dict[str, str] = {"Accept": "text/event-stream" if reader else "application/json"}
     raw: bytes | None = None
     if json_body is not None:
@@ -473,23 +349,24 @@ def _exchange(
     sent_headers.update(headers or {})
     if api_key is not None:
         sent_headers["Authorization"] = f"Bearer {api_key}"
+    found = masks(sent_headers, secret)  # every secret sent -> the variable shown in its place
     body_file = None
     if raw is not None and body_dir is not None and len(raw) > INLINE_LIMIT:
         body_file = body_dir / f"request-{hashlib.sha256(raw).hexdigest()[:16]}.json"
     ex = Exchange(
         method=method.upper(),
         url=url,
-        request_headers=_redacted_headers(sent_headers, shown_secret),
+        request_headers=shown_headers(sent_headers, secret),
         request_body=(
-            _scrub(json.dumps(summarize_body(json_body), ensure_ascii=False), secret)
+            mask_text(json.dumps(summarize_body(json_body), ensure_ascii=False), found)
             if json_body is not None
             else None
         ),
         request_bytes=len(raw or b""),
-        curl=curl_reproducer(method, url, json_body, sent_headers, body_file=body_file, secret=shown_secret),
+        curl=curl_reproducer(method, url, json_body, sent_headers, body_file=body_file, secret=secret),
     )
     big = raw is not None and body_file is None and len(raw) > INLINE_LIMIT
-    if big and not (secret and raw and secret.encode() in raw):  # a body holding the key stays unsaved
+    if big and not any(s.encode() in (raw or b"") for s in found):  # a body holding a secret stays unsaved
         ex.sent_body = json_body
     read_timeout = min(timeout, total_timeout)
     limits = httpx.Timeout(connect=read_timeout, read=read_timeout, write=read_timeout, pool=read_timeout)
@@ -502,7 +379,7 @@ def _exchange(
     try:
         attempt = (client, ex, raw, sent_headers, limits, reader, max_body_bytes, deadline, total_timeout)
         wire = _Wire()
-        kept = _transfer(*attempt, wire, secret)
+        kept = _transfer(*attempt, wire, found)
         if installed and _stale_connection(ex, wire) and time.monotonic_ns() < deadline:
             first = f"{ex.error_class}: {ex.error}"
             _drop_idle_connections(client)
@@ -512,7 +389,7 @@ def _exchange(
             if reader is not None:
                 reader.t_start_ns = ex.t_send_ns
             wire = _Wire()
-            kept = _transfer(*attempt, wire, secret)
+            kept = _transfer(*attempt, wire, found)
             ex.retried = (
                 f"the first attempt, on a reused keep-alive connection, ended before any response byte "
                 f"({first}); sent again on a fresh connection"
@@ -525,7 +402,7 @@ def _exchange(
     ex.t_end_ns = time.monotonic_ns()
     ex.elapsed_s = (ex.t_end_ns - ex.t_send_ns) / 1e9
     complete = len(kept) == ex.body_bytes
-    ex.body = _scrub_bytes(bytes(kept), secret)
+    ex.body = mask_bytes(bytes(kept), found)
     if ex.status is not None and ex.error_class is None and complete:
         try:
             ex.json = json.loads(ex.body)
@@ -535,7 +412,7 @@ def _exchange(
         ex.json_error = "the body was not read completely"
     if reader is not None:
         analysis = reader.close(ex.t_end_ns)
-        analysis.raw = _scrub_bytes(analysis.raw, secret)
+        analysis.raw = mask_bytes(analysis.raw, found)
     return ex
 
 

@@ -5,8 +5,9 @@ carries ``X-Gateway-Token``. Without the header each job stops in its preflight 
 naming the refusal and ``--header``; with it the run goes ahead, every request carries the header, and
 the header's value (secret-looking by its name) is written nowhere in the run folder. A reproducer
 (conform's for a finding, load's for a failed request) reads it from ``$X_GATEWAY_TOKEN`` and the key
-from ``$EYECHART_API_KEY``: pasted into bash with both set, it gets through the gateway again. The real
-``eyechart`` command runs in a subprocess, as a user types it.
+from ``$EYECHART_API_KEY``: pasted into bash with both set, it gets through the gateway again. Plain
+``locust -f "$(eyechart locustfile)"`` without ``--model`` asks ``/models`` through the gateway too. The
+real ``eyechart`` and ``locust`` commands run in subprocesses, as a user types them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from faulty_targets.proxy import Break, Exchange, Reply, _Proxy, resolve_breaks, serve_app
-from load_targets import ChatServer
+from load_targets import MODEL, ChatServer
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -116,6 +117,29 @@ def test_load_preflight_sends_the_header(tmp_path: Path) -> None:
         assert _pasted(reproducer, run, EYECHART_API_KEY="unused", X_GATEWAY_TOKEN=TOKEN) == "200"
         assert len(upstream.seen) == 13 and upstream.seen[-1]["x-gateway-token"] == TOKEN
         _assert_written_nowhere(tmp_path / "reports", TOKEN)
+
+
+def test_plain_locust_without_a_model_asks_through_the_gateway(tmp_path: Path) -> None:
+    # `locust -f "$(eyechart locustfile)"` with no --model: each process asks /models itself, and must
+    # send the run's headers (here from $EYECHART_HEADERS, as `eyechart load` passes --header) to do so
+    py = sys.executable
+    locustfile = subprocess.run(
+        [py, "-m", "eyechart", "locustfile"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EYECHART_")}
+    env["EYECHART_HEADERS"] = json.dumps({"X-Gateway-Token": TOKEN})
+    with ChatServer() as upstream, gateway(upstream.base_url) as (url, passed):
+        proc = subprocess.run(
+            [py, "-m", "locust", "-f", locustfile, "--headless", "-u", "2", "-r", "2", "--host", url,
+             "--workload", "text-only-baseline", "--requests", "6", "--min-requests", "3",
+             "--run-time", "60s", "--report-dir", str(tmp_path / "reports")],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert passed[0] == "/v1/models" and passed.count("/v1/chat/completions") == 6
+    (run,) = (tmp_path / "reports").glob("*-load")
+    assert json.loads((run / "summary.json").read_text())["run"]["model"] == MODEL
+    _assert_written_nowhere(tmp_path / "reports", TOKEN)
 
 
 CONFORM = [

@@ -69,7 +69,15 @@ class LoadSession:
         self.request_id_header: str | None = None if o.no_request_id else o.request_id_header
         self._tls = {"ca_bundle": o.ca_bundle or None, "insecure": bool(o.insecure)}
         self.workload = load_workload(o.workload)
-        model = o.model or resolve_model(host, key or None, None)
+        # no --model (plain `locust -f`): ask /models the way the run's requests go, gateway and TLS alike
+        model = o.model or resolve_model(
+            host,
+            key or None,
+            None,
+            headers=user_headers(),
+            ca_bundle=o.ca_bundle or None,
+            insecure=bool(o.insecure),
+        )
         url_for = None
         if self.workload.uses_url:
             base = (o.fixture_url or "").rstrip("/")

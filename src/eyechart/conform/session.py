@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import httpx
 
@@ -70,6 +70,20 @@ DEFAULT_CAP = 32  # completion tokens a body asks for unless a case says otherwi
 EMBEDDED_TARGET_ARGS = ("--allow-private-urls", "--speed", "10")
 
 
+class SessionOptions(TypedDict, total=False):
+    """How a session reaches and treats the target beyond its address, key, model and profile: the
+    optional keywords of both :class:`Session` and :meth:`Session.open` (one list, passed through)."""
+
+    fixture_host: str | None  # bind address of the fixture image server (default 127.0.0.1)
+    fixture_url: str | None  # the fixture server's base URL as the target reaches it
+    timeout: float  # seconds for one whole request (default DEFAULT_TIMEOUT)
+    body_dir: Path | None  # where a finding's big request bodies go (None: reproducers abbreviate)
+    max_time: float | None  # seconds for the whole run (None: no limit)
+    headers: Mapping[str, str] | None  # --header: on every request, under a check's own headers
+    ca_bundle: str | None  # --ca-bundle: trust these CA certificates too
+    insecure: bool  # --insecure: verify no certificate
+
+
 class Session:
     """The target as the checks see it; see the module docstring."""
 
@@ -80,35 +94,30 @@ class Session:
         api_key: str | None,
         model: str,
         profile: Profile,
-        fixture_host: str | None = None,
-        fixture_url: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
         target: RunningTarget | None = None,
-        body_dir: Path | None = None,
-        max_time: float | None = None,
-        headers: Mapping[str, str] | None = None,
-        ca_bundle: str | None = None,
-        insecure: bool = False,
+        **options: Unpack[SessionOptions],
     ) -> None:
+        timeout = options.get("timeout", DEFAULT_TIMEOUT)
+        max_time = options.get("max_time")
         self.base_url = base_url
         self.api_key = api_key
-        self.headers = dict(headers or {})  # --header: on every request, under a check's own headers
+        self.headers = dict(options.get("headers") or {})  # on every request, under a check's own headers
         self.model = model
         self.profile = profile
         self.timeout = timeout
         self.embedded = target is not None
         self._target = target
-        self._fixture_host = fixture_host
-        self._fixture_url = fixture_url
+        self._fixture_host = options.get("fixture_host")
+        self._fixture_url = options.get("fixture_url")
         self._fixtures: FixtureServer | None = None
         self.client = exchange.bounded_client(
             timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
             follow_redirects=False,
             limits=httpx.Limits(max_connections=8),
-            ca_bundle=ca_bundle,
-            insecure=insecure,
+            ca_bundle=options.get("ca_bundle"),
+            insecure=options.get("insecure", False),
         )
-        self.body_dir = body_dir  # where a finding's big request bodies go (None: reproducers abbreviate)
+        self.body_dir = options.get("body_dir")  # None: reproducers of big bodies abbreviate them
         self.check_id: str | None = None
         self._log: list[Exchange] = []
         self.watch = Watch(profile)  # the invariant registry, run on every exchange recorded
@@ -130,17 +139,10 @@ class Session:
         api_key: str | None,
         model: str | None,
         profile: Profile,
-        fixture_host: str | None = None,
-        fixture_url: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        body_dir: Path | None = None,
-        max_time: float | None = None,
-        headers: Mapping[str, str] | None = None,
-        ca_bundle: str | None = None,
-        insecure: bool = False,
+        **options: Unpack[SessionOptions],
     ) -> Session:
-        """Connect to ``base_url`` (or start the embedded target) and settle the model under test;
-        ``headers``, ``ca_bundle`` and ``insecure`` are ``--header``, ``--ca-bundle``, ``--insecure``."""
+        """Connect to ``base_url`` (or start the embedded target) and settle the model under test; the
+        preflight sends what the checks will (``headers``, ``ca_bundle`` and ``insecure`` of ``options``)."""
         target = None
         if base_url is None:
             try:
@@ -152,27 +154,18 @@ class Session:
         try:
             url = normalise_base_url(base_url, profile)
             chosen = resolve_model(
-                url, api_key, model, headers=headers, ca_bundle=ca_bundle, insecure=insecure
+                url,
+                api_key,
+                model,
+                headers=options.get("headers"),
+                ca_bundle=options.get("ca_bundle"),
+                insecure=options.get("insecure", False),
             )
         except BaseException:
             if target is not None:
                 target.stop()
             raise
-        return cls(
-            base_url=url,
-            api_key=api_key,
-            model=chosen,
-            profile=profile,
-            fixture_host=fixture_host,
-            fixture_url=fixture_url,
-            timeout=timeout,
-            target=target,
-            body_dir=body_dir,
-            max_time=max_time,
-            headers=headers,
-            ca_bundle=ca_bundle,
-            insecure=insecure,
-        )
+        return cls(base_url=url, api_key=api_key, model=chosen, profile=profile, target=target, **options)
 
     def close(self) -> None:
         self.client.close()

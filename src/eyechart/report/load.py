@@ -29,6 +29,7 @@ from eyechart.load.histograms import ERROR_BOUND
 from eyechart.load.metrics import LATENCY_METRICS, METRICS, RUN_METRICS
 from eyechart.load.stats import ERROR_CLASSES, LoadStats
 from eyechart.report import plots
+from eyechart.report.style import PAGE_CSS
 from eyechart.secrets import KEY_PLACEHOLDER
 from eyechart.wire.reproducer import curl_reproducer
 
@@ -160,22 +161,6 @@ def write_junit(path: Path, verdict: GateVerdict, summary: Mapping[str, Any]) ->
 
 
 # -- index.html -------------------------------------------------------------------------------------
-_CSS = """
-*{box-sizing:border-box}
-body{font:14px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:1100px;color:#222;padding:0 1em}
-h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}
-.scroll{overflow-x:auto;max-width:100%;margin:.5em 0}
-table{border-collapse:collapse}
-td,th{border:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}
-td{font-variant-numeric:tabular-nums}th{background:#f4f4f4}td.l,th.l{text-align:left;white-space:normal}
-td.wrap{text-align:left;white-space:normal;overflow-wrap:anywhere}
-td.id{text-align:left}.charts{display:flex;flex-wrap:wrap;gap:.5em 1.5em;align-items:flex-start}
-.pass{color:#1a7f37;font-weight:600}.fail{color:#c0392b;font-weight:600}
-.verdict{font-size:1.2em;padding:.5em 1em;border-radius:4px;display:inline-block}
-.ok{background:#e6f4ea}.bad{background:#fdecea}code,pre{background:#f6f8fa;padding:1px 4px}
-pre{white-space:pre-wrap;overflow-wrap:anywhere;max-width:100%}svg{max-width:100%;height:auto;display:block}
-.head{color:#444}.head b{color:#222}
-"""
 
 
 def _verdict_text(code: int) -> str:
@@ -204,7 +189,7 @@ def render_html(
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         "<meta name=viewport content='width=device-width,initial-scale=1'>",
         f"<title>eyechart load — {_e(_target(summary))}</title>",
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{PAGE_CSS}</style></head><body>",
         "<h1>eyechart load report</h1>",
         f"<p class='verdict {'ok' if code == 0 else 'bad'}'>exit {code}: {_e(_verdict_text(code))}</p>",
         _header(summary),

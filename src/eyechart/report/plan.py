@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from eyechart.report import plots
+from eyechart.report.style import PAGE_CSS
 
 START, END = "<!-- eyechart-plan:start -->", "<!-- eyechart-plan:end -->"
 _SECTION = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
@@ -192,8 +193,8 @@ def _points_html(plan: Mapping[str, Any]) -> str:
             f"<td class=l>{_e(_state(p))}</td></tr>"
         )
     return (
-        "<table><tr><th>load</th><th>achieved req/s</th>"
-        f"{head}<th class=l>state</th></tr>{''.join(rows)}</table>"
+        "<div class=scroll><table><tr><th>load</th><th>achieved req/s</th>"
+        f"{head}<th class=l>state</th></tr>{''.join(rows)}</table></div>"
     )
 
 
@@ -263,13 +264,7 @@ def insert_section(index: Path, section: str) -> None:
 
 
 def _blank_page() -> str:
-    css = (
-        "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}"
-        "td.l,th.l{text-align:left}.pass{color:#1a7f37}.fail{color:#c0392b;font-weight:600}"
-        ".verdict{padding:.5em 1em}.ok{background:#e6f4ea}.bad{background:#fdecea}svg{max-width:100%}"
-    )
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>eyechart capacity plan</title>"
-        f"<style>{css}</style></head><body>\n</body></html>\n"
+        f"<style>{PAGE_CSS}</style></head><body>\n</body></html>\n"
     )

@@ -17,15 +17,10 @@ from typing import Any
 from eyechart.exitcodes import ExitCode
 from eyechart.load.gates import GateError, parse_slo
 from eyechart.report import plots
+from eyechart.report.style import PAGE_CSS
 
 _QUANTILES = (("ttft", "p50", plots.BLUE), ("ttft", "p95", "#7aa6d6"), ("e2e", "p50", plots.ORANGE),
               ("e2e", "p95", "#e8b877"), ("itl", "p95", plots.GREEN))  # fmt: skip
-_CSS = (
-    "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em}"
-    "table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}"
-    "td.l,th.l{text-align:left}.pass{color:#1a7f37}.fail{color:#c0392b;font-weight:600}"
-    ".verdict{padding:.5em 1em}.ok{background:#e6f4ea}.bad{background:#fdecea}svg{max-width:100%}"
-)
 
 
 def _e(x: Any) -> str:
@@ -66,7 +61,7 @@ def render_sweep_html(summary: Mapping[str, Any]) -> str:
     run = summary.get("run") or {}
     parts = [
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>eyechart sweep {_e(sweep['spec'])}"
-        f"</title><style>{_CSS}</style></head><body>",
+        f"</title><style>{PAGE_CSS}</style></head><body>",
         f"<h1>Load sweep <code>{_e(sweep['spec'])}</code></h1>",
         f"<p>model <code>{_e(run.get('model', ''))}</code>, workload <code>{_e(run.get('workload', ''))}"
         f"</code>, target <code>{_e(run.get('base_url', ''))}</code></p>",
@@ -209,4 +204,5 @@ def _table(sweep: Mapping[str, Any]) -> str:
             f"<td class=l>{_e(state)}</td>",
         ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return "<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
+    heads = "".join(f"<th>{_e(h)}</th>" for h in head)
+    return f"<div class=scroll><table><tr>{heads}</tr>{''.join(rows)}</table></div>"

@@ -102,3 +102,19 @@ def test_content_outside_the_fast_path_is_still_counted_once() -> None:
     )
     r = _read(padded, with_usage, b"data: [DONE]\n\n")
     assert r.chunk_times == [1, 2] and r.completion_tokens == 2 and r.error_class is None
+
+
+def test_poisson_over_a_known_span_offers_exactly_its_rate_and_stays_bursty() -> None:
+    for seed in range(5):  # 2 req/s for 40 s: 80 requests, whatever the draw
+        s = Schedule(0, 2.0, "poisson", seed=seed, end_ns=40_000_000_000)
+        times = list(iter(s.next, None))
+        assert len(times) == 80 and times == sorted(times) and times[0] >= 0 and times[-1] < 40e9
+    s = Schedule(5_000, 50.0, "poisson", seed=3, end_ns=5_000 + 400_000_000_000)
+    times = list(iter(s.next, None))
+    gaps = [(b - a) / 1e9 for a, b in itertools.pairwise(times)]
+    assert len(times) == 20000 and statistics.fmean(gaps) == pytest.approx(0.02, rel=0.01)
+    assert statistics.pstdev(gaps) / statistics.fmean(gaps) == pytest.approx(1.0, rel=0.05)  # exponential
+    first_half = sum(1 for t in times if t < 5_000 + 200e9)
+    assert abs(first_half - 10000) < 4 * 71  # binomial(20000, 1/2): uniform over the span
+    limited = Schedule(0, 2.0, "poisson", seed=1, end_ns=40_000_000_000, limit=7)
+    assert len(list(iter(limited.next, None))) == 7

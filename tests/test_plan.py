@@ -290,3 +290,20 @@ def test_max_throughput_counts_the_auto_probe_and_a_sweep_plan_says_how_to_confi
     summary["run"]["embedded"] = True  # the target eyechart started itself has no address to give
     assert "--base-url" not in plan_of(summary, "ttft_p95<=1s")["confirm_command"]
     assert plan_of(mm1_point(3.0), "ttft_p95<=1s")["confirm_command"] is None  # one run: nothing to confirm
+
+
+def test_slo_limits_are_read_at_the_rate_requests_arrived_not_the_rate_they_came_out() -> None:
+    # near saturation a short window ends with its queue still filling: it completed 10 % less than
+    # was sent to it, but its latencies answer to what arrived
+    truth = ttft_limit(mu=10, base_ms=150, threshold_ms=1000)
+    summary = mm1_sweep(RATES)
+    for p in summary["sweep"]["points"]:
+        p["sent_rps"] = p["offered_rps"]
+        p["achieved_rps"] = 0.9 * min(p["offered_rps"], 10)
+    plan = plan_of(summary, "ttft_p95<=1s")
+    assert plan["max_goodput_rps"] == pytest.approx(truth, rel=0.03)
+    below, above = plan["bracket"]
+    assert (below["sent_rps"], above["sent_rps"]) == (6, 7) and below["achieved_rps"] == pytest.approx(5.4)
+    # past saturation the arrival rate outruns the target: goodput never exceeds what it completed
+    loose = plan_of(summary, "ttft_p95<=100s")
+    assert loose["max_goodput_rps"] <= loose["max_throughput_rps"] == pytest.approx(9.0)

@@ -54,14 +54,15 @@ def print_plan(plan: Mapping[str, Any], console: Console | None = None) -> None:
 def _points_table(plan: Mapping[str, Any]) -> Table:
     t = Table(box=box.SIMPLE_HEAD, title="points (valid ones ordered by load)", title_justify="left")
     t.add_column("load", justify="right")
-    t.add_column("achieved req/s", justify="right")
+    t.add_column("sent req/s", justify="right")
+    t.add_column("completed req/s", justify="right")
     slos = {s["slo"]: s for s in plan["slos"]}
     names = [s["name"] for s in slos.values()]
     for text, s in slos.items():
         t.add_column(s["name"] if names.count(s["name"]) == 1 else text, justify="right")
     t.add_column("state")
     for p in plan["points"]:
-        cells = [_load(p), _n(p["achieved_rps"])]
+        cells = [_load(p), _n(_x(p)), _n(p["achieved_rps"])]
         for text, s in slos.items():
             o = p["slos"].get(text, {})
             mark = "" if o.get("holds") else " ✗"
@@ -84,10 +85,7 @@ def key_figures(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
     b = plan.get("bracket")
     if b and plan["limiting_slo"]:
         unit = next((s["unit"] for s in plan["slos"] if s["slo"] == plan["limiting_slo"]), "")
-        ends = [
-            "none" if e is None else f"{_rps(e['achieved_rps'])} ({_value(e.get('observed'), unit)})"
-            for e in b
-        ]
+        ends = ["none" if e is None else f"{_rps(_x(e))} ({_value(e.get('observed'), unit)})" for e in b]
         out.append(("bracket", f"holds at {ends[0]}, breached at {ends[1]}"))
     if plan["target_rps"] is not None:
         head = f"{plan['headroom']:.0%} headroom"
@@ -116,6 +114,12 @@ def _load(p: Mapping[str, Any]) -> str:
     if p.get("users") is not None:
         return f"{p['users']} users"
     return "–"
+
+
+def _x(p: Mapping[str, Any]) -> float | None:
+    """Where a point sits on the SLO curves: its arrival rate (plans written before it: achieved)."""
+    x = p.get("sent_rps")
+    return float(x) if isinstance(x, int | float) else p.get("achieved_rps")
 
 
 def _state(p: Mapping[str, Any]) -> str:
@@ -189,24 +193,28 @@ def _points_html(plan: Mapping[str, Any]) -> str:
             cls = "pass" if o.get("holds") else "fail"
             cells.append(f"<td class={cls}>{_e(_value(o.get('observed'), s['unit']))}</td>")
         rows.append(
-            f"<tr><td>{_e(_load(p))}</td><td>{_e(_n(p['achieved_rps']))}</td>{''.join(cells)}"
+            f"<tr><td>{_e(_load(p))}</td><td>{_e(_n(_x(p)))}</td><td>{_e(_n(p['achieved_rps']))}</td>"
+            f"{''.join(cells)}"
             f"<td class=l>{_e(_state(p))}</td></tr>"
         )
     return (
-        "<div class=scroll><table><tr><th>load</th><th>achieved req/s</th>"
+        "<div class=scroll><table><tr><th>load</th><th>sent req/s</th><th>completed req/s</th>"
         f"{head}<th class=l>state</th></tr>{''.join(rows)}</table></div>"
     )
 
 
 def chart(plan: Mapping[str, Any]) -> str:
-    """The limiting SLO's value against achieved rate, with its threshold and the planned maximum."""
+    """The limiting SLO's value against the arrival rate, with its threshold and the planned maximum."""
     slos = plan["slos"]
     s = next((x for x in slos if x["slo"] == plan["limiting_slo"]), slos[0] if slos else None)
     pts = [p for p in plan["points"] if p["valid"]]
     if s is None or len(pts) < 1:
         return ""
-    data = [(p["achieved_rps"], p["slos"][s["slo"]]["observed"], p["saturated"]) for p in pts]
-    data = [(x, y, sat) for x, y, sat in data if x is not None and y is not None]
+    data = [
+        (x, y, p["saturated"])
+        for p in pts
+        if (x := _x(p)) is not None and (y := p["slos"][s["slo"]]["observed"]) is not None
+    ]
     if not data:
         return ""
     thr = float(s["threshold"])
@@ -215,8 +223,8 @@ def chart(plan: Mapping[str, Any]) -> str:
     xmax = max([x for x, _, _ in data] + [plan["max_goodput_rps_high"] or 0.0]) * 1.05 or 1.0
     scale = 100.0 if s["unit"] == "fraction" else 1.0
     ylabel = {"fraction": "%", "ms": "ms"}.get(s["unit"], s["unit"] or "value")
-    p = plots._Panel(560, 240, (0.0, xmax), (0.0, top * scale), title=f"{s['slo']} vs achieved rate",
-                     xlabel="achieved requests/s", ylabel=f"{s['name']} ({ylabel})")  # fmt: skip
+    p = plots._Panel(560, 240, (0.0, xmax), (0.0, top * scale), title=f"{s['slo']} vs arrival rate",
+                     xlabel="sent requests/s", ylabel=f"{s['name']} ({ylabel})")  # fmt: skip
     low, high, est = plan["max_goodput_rps_low"], plan["max_goodput_rps_high"], plan["max_goodput_rps"]
     if low is not None and (high is not None or est is not None):
         x0, x1 = p.x(low), p.x(high if high is not None else xmax)

@@ -1,13 +1,15 @@
 """Shared fixtures: a real reference target on 127.0.0.1 and a tiny local image server.
 
-``target`` is one ``eyechart serve`` subprocess for the whole session, with the default latency model
-run 20x faster (streams stay incremental, tests stay fast), private URLs allowed (for ``image_server``)
-and a trace file. Tests that need other settings start their own with ``launch.start_target``.
+``target`` is one ``eyechart serve`` subprocess per session (one per pytest-xdist worker), with the
+default latency model run 20x faster (streams stay incremental, tests stay fast), private URLs allowed
+(for ``image_server``) and a trace file. Tests that need other settings start their own with
+``launch.start_target``.
 """
 
 from __future__ import annotations
 
 import gc
+import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +30,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     Frozen objects are never freed, which is fine: they live until the session ends anyway.
     """
     gc.freeze()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """This session's temporary files, and those of every command it starts, in a folder of its own.
+
+    A test that asserts nothing is left behind in the temp dir (a load worker's record parts) then sees
+    this session's files only, not those of a run going on beside it (the other pytest-xdist worker,
+    another checkout's suite on the same machine).
+    """
+    path = tmp_path_factory.mktemp("tmp")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TMPDIR", str(path))
+        mp.setattr(tempfile, "tempdir", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")

@@ -100,12 +100,15 @@ class Histogram:
         return int(self.hdr.get_min_value()) if self.count else 0
 
     def percentiles(self, ps: Iterable[float]) -> dict[float, int]:
-        """HDR semantics: the highest value equivalent to the bucket holding rank ⌈p·n⌉."""
+        """The highest value equivalent to the bucket holding the nearest rank ⌈p·n⌉: the quantile
+        definition the engine's computed truth (``target.capacity``) uses too. (HdrHistogram itself
+        rounds p·n to the nearest rank, which reads one sample lower whenever p·n has a fraction under
+        .5: the p90 of 48 samples would be the 43rd, not the 44th.)"""
         n = self.count
         ps = list(ps)
         if not n:
             return {p: 0 for p in ps}
-        return {p: self.value_at_rank(max(1, int(p / 100.0 * n + 0.5)), upper=True) for p in ps}
+        return {p: self.value_at_rank(max(1, math.ceil(p / 100.0 * n - 1e-9)), upper=True) for p in ps}
 
     def value_at_rank(self, rank: int, *, upper: bool) -> int:
         """Value of the ``rank``-th smallest sample (1-based, clamped to [1, n]).

@@ -167,10 +167,12 @@ def locust_command(
     if plan.max_cpu is not None:
         cmd += ["--max-cpu", str(plan.max_cpu)]
     if plan.processes > 1:
-        cmd += ["--processes", str(plan.processes)]
+        # Locust's forked workers dial --master-port: give this run's master a free port of its own and
+        # tell both sides, so two multi-process runs on one machine never meet (Locust's 5557 is shared)
+        port = str(free_port())
+        cmd += ["--processes", str(plan.processes), "--master-bind-port", port, "--master-port", port]
     if plan.expect_workers:  # workers connect from elsewhere; the master waits for them (bounded)
         cmd += ["--master", "--expect-workers", str(plan.expect_workers), "--expect-workers-max-wait", "300"]
-    if plan.expect_workers or plan.processes > 1:
         cmd += ["--master-bind-port", str(plan.master_port)]
     if fixture_url:
         cmd += ["--fixture-url", fixture_url]
@@ -653,6 +655,13 @@ def _seconds(text: str, *, allow_zero: bool = False) -> float:
     if allow_zero and text.strip() in ("0", "0s"):
         return 0.0
     return parse_duration(text)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def run_worker(master_host: str, master_port: int, api_key: str | None) -> int:

@@ -24,8 +24,6 @@ from pathlib import Path
 import pytest
 from faulty_targets.proxy import Break, Exchange, Reply, _Proxy, resolve_breaks, serve_app
 from load_targets import MODEL, ChatServer
-from starlette.applications import Starlette
-from starlette.routing import Route
 
 from eyechart.report.load import failed_requests
 from eyechart.target.launch import RunningTarget
@@ -49,8 +47,7 @@ def gateway(upstream_base_url: str, breaks: Iterable[str] = ()) -> Iterator[tupl
     root, _, path = upstream_base_url.partition("/v1")
     gate_break = Break("gateway", "", "wants a header of its own", request=gate)
     proxy = _Proxy(root, [gate_break, *resolve_breaks(breaks)], None)
-    app = Starlette(routes=[Route("/{path:path}", proxy.handle, methods=["GET", "POST"])])
-    with serve_app(app) as base:
+    with serve_app(proxy.app()) as base:
         yield f"{base}/v1{path}", passed
 
 

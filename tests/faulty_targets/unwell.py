@@ -23,9 +23,6 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.routing import Route
-
 from faulty_targets.proxy import Break, Exchange, Reply, _Proxy, serve_app
 
 KINDS = ("one_at_a_time", "endless_stream", "hanging_fetch", "flaky_5xx")
@@ -115,9 +112,7 @@ def unwell_target(
     }[kind]()
     parts = urlsplit(upstream_base_url)
     proxy = _Proxy(f"{parts.scheme}://{parts.netloc}", [made], None)
-    methods = ["GET", "POST"]
-    app = Starlette(routes=[Route("/{path:path}", proxy.handle, methods=methods)])
-    with serve_app(app) as base:
+    with serve_app(proxy.app()) as base:
         yield base + parts.path.rstrip("/")
 
 

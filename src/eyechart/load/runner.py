@@ -169,7 +169,7 @@ def locust_command(
     if plan.processes > 1:
         # Locust's forked workers dial --master-port: give this run's master a free port of its own and
         # tell both sides, so two multi-process runs on one machine never meet (Locust's 5557 is shared)
-        port = str(free_port())
+        port = str(_free_port())
         cmd += ["--processes", str(plan.processes), "--master-bind-port", port, "--master-port", port]
     if plan.expect_workers:  # workers connect from elsewhere; the master waits for them (bounded)
         cmd += ["--master", "--expect-workers", str(plan.expect_workers), "--expect-workers-max-wait", "300"]
@@ -580,9 +580,12 @@ def plan_from_args(args: Any) -> RunPlan:
         duration = sweeps.POINT_DURATION_S
     else:
         duration = parse_duration(args.duration or "60s")
-    warmup_s = parse_duration(args.warmup) if args.warmup and args.warmup not in ("0", "0s") else 0.0
-    if spec and args.warmup is None:
-        warmup_s = sweeps.POINT_WARMUP_S  # each point starts from an idle target
+    # each sweep point starts from an idle target: it warms up unless --warmup says otherwise
+    warmup_s = (
+        sweeps.POINT_WARMUP_S
+        if spec and args.warmup is None
+        else _seconds(args.warmup or "0", allow_zero=True)
+    )
     if args.processes < 1:
         raise RunError("--processes must be at least 1")
     for flag in ("max_rate", "max_requests", "max_tokens_total"):
@@ -605,7 +608,7 @@ def plan_from_args(args: Any) -> RunPlan:
         duration_s=duration,
         requests=requests,
         warmup_s=warmup_s,
-        cooldown_s=parse_duration(args.cooldown) if args.cooldown not in ("0", "0s") else 0.0,
+        cooldown_s=_seconds(args.cooldown, allow_zero=True),
         slo=args.slo or "",
         baseline=args.baseline or "",
         max_regression=args.max_regression,
@@ -657,7 +660,7 @@ def _seconds(text: str, *, allow_zero: bool = False) -> float:
     return parse_duration(text)
 
 
-def free_port() -> int:
+def _free_port() -> int:
     """A TCP port nothing listens on right now (the OS picks it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
